@@ -1,0 +1,54 @@
+# The only entry point: CI runs `make test` through .ci/run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test unit style types lint bench security e2e load faults all clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/taskbox run examples/hello.py --items examples/items.json --stdlib-allow math
+
+lint: style types
+
+style: install
+	$(BIN)/ruff check src sandbox tests security
+
+types: install
+	$(BIN)/mypy --strict src sandbox
+
+unit: install
+	$(BIN)/pytest -q -m "not slow" tests/protocol tests/policy tests/sandbox tests/broker tests/unit
+
+test: install
+	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory lint
+
+bench: install
+	$(BIN)/python bench/bench.py
+
+security: install
+	$(BIN)/python security/scorecard.py
+
+load: install
+	$(BIN)/python tests/load/load.py --tasks 10000 --concurrency 16 --runners 2
+
+faults: install
+	$(BIN)/pytest -q tests/faults
+
+e2e: install
+	test -d "$${N8N_E2E_HOME:-$$HOME/.cache/n8n-e2e}/n8n" || ../shared/n8n-e2e/install.sh
+	../shared/n8n-e2e/run.sh $(BIN)/taskbox
+
+all: test bench security
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,567 @@
+"""Runs one task inside a confined worker: wrapping, modes, print, results, errors.
+
+A worker is a fresh fork of the zygote that has already applied every OS layer
+(``confine.py``). :func:`worker_main` reads exactly one task from its channel,
+runs it and always ends with ``os._exit``: nothing survives into another task.
+
+Semantics follow n8n-python-runner.md §5 with its bugs fixed (§9.1):
+
+* the code is wrapped through the AST, not by re-indenting text: line numbers
+  are the user's and multi-line strings are unchanged; top-level ``return`` works;
+* per-item mode with continueOnFail turns only the failing items into error
+  items; syntax errors also become error items under continueOnFail;
+* results are strict JSON: NaN/Infinity -> null, datetimes -> ISO 8601, other
+  values -> ``str(value)`` (orjson with ``default=``);
+* errors carry ``message`` with ``[line N]`` (``[line N, for item K]``),
+  ``description``, a user-only ``stack``, ``lineNumber`` and ``itemIndex``;
+* prints stream to the runner one frame per call, so they survive failures.
+
+``print`` with keywords (n8n's raises ``TypeError``): with the default ``sep``
+and ``end`` every argument is one n8n-formatted string (``'text'``, ``42``,
+``{"k": 1}``). With any other ``sep`` or ``end`` the call is rendered as Python's
+``print`` would render it (``str()`` of each argument joined by ``sep``, then
+``end`` unless it is ``"\\n"``) and sent as one quoted string. A ``file`` other
+than ``sys.stdout`` drops the call; ``flush`` is ignored.
+
+A ``MemoryError`` is final: the first one that escapes user code, or reaches any
+``except`` clause in user code (even one that swallows it), ends the task as a
+memory-limit failure (sandbox-security.md §1.1: RLIMIT_AS errors are catchable).
+
+Never imports ``taskbox``; logs nothing: it only writes frames.
+"""
+
+from __future__ import annotations
+
+import _thread
+import ast
+import json
+import os
+import socket
+import sys
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any, Final, NoReturn
+
+import orjson
+
+from taskbox_sandbox import framing, restrict
+
+__all__ = [
+    "SHOWN_FILENAME",
+    "TaskFailed",
+    "compile_user_code",
+    "encode_result",
+    "format_print_args",
+    "worker_main",
+]
+
+USER_FILENAME: Final = restrict.USER_FILENAME
+#: The filename shown to users in stacks.
+SHOWN_FILENAME: Final = "<code>"
+#: Global name (not a valid identifier, so user code cannot spell it) of the hook
+#: the AST rewrite calls at the top of every ``except`` clause.
+_EXCEPT_HOOK: Final = "<taskbox-except>"
+_WRAPPER_NAME: Final = "<module>"
+
+_MAX_TEXT: Final = 65_536  # cap for an error message or stack, in characters
+_JSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_MEMORY_FRAME: Final = framing.encode({"t": "error", "kind": "memory"})
+_STDOUT_NAMES: Final = frozenset({"<stdout>"})
+
+
+class TaskFailed(Exception):
+    """A whole-task failure to report as an ``error`` frame."""
+
+    def __init__(self, error: dict[str, Any], kind: str = "error") -> None:
+        super().__init__(error.get("message", ""))
+        self.error = error
+        self.kind = kind
+
+
+# --------------------------------------------------------------------------- channel
+
+
+class _Channel:
+    """The worker's end of its socket: blocking frame I/O, thread-safe sends."""
+
+    def __init__(self, sock: socket.socket, max_frame: int) -> None:
+        self.sock = sock
+        self.decoder = framing.FrameDecoder(max_frame)
+        self._send_lock = _thread.allocate_lock()
+        self._rpc_lock = _thread.allocate_lock()
+        self._rpc_id = 0
+
+    def send(self, frame: bytes) -> None:
+        with self._send_lock:
+            self.sock.sendall(frame)
+
+    def recv(self) -> bytes | None:
+        return framing.read_frame(self.sock.recv, self.decoder)
+
+    def rpc(self, name: str, params: list[Any]) -> Any:
+        """Call a runner-side helper and block for its reply."""
+        with self._rpc_lock:
+            self._rpc_id += 1
+            call_id = self._rpc_id
+            self.send(framing.encode({"t": "rpc", "id": call_id, "name": name,
+                                      "params": params}, default=str))
+            frame = self.recv()
+            if frame is None:
+                raise RuntimeError(f"RPC {name} failed: the runner closed the channel")
+            reply = framing.decode(frame)
+            if not isinstance(reply, dict) or reply.get("t") != "rpc_reply" \
+                    or reply.get("id") != call_id:
+                raise RuntimeError(f"RPC {name} failed: unexpected reply")
+            if reply.get("ok"):
+                return reply.get("data")
+            raise RuntimeError(f"RPC {name} failed: {reply.get('data')}")
+
+
+_channel: _Channel | None = None
+
+
+def _rpc(name: str, params: list[Any]) -> Any:
+    """Call the runner-side RPC ``name`` with ``params`` and return its data.
+
+    The plumbing ``_helpers`` (issue 6) builds on.
+
+    Raises:
+        RuntimeError: the call failed or no channel is open.
+    """
+    if _channel is None:
+        raise RuntimeError("no runner channel")
+    return _channel.rpc(name, params)
+
+
+def _memory_exit() -> NoReturn:
+    """Report the memory limit with a pre-encoded frame (no allocation) and die."""
+    try:
+        if _channel is not None:
+            _channel.sock.sendall(_MEMORY_FRAME)
+    finally:
+        os._exit(3)
+
+
+def _chain_has_memory_error(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 32:
+        if isinstance(exc, MemoryError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _except_hook() -> None:
+    """Called first in every user ``except`` clause: a MemoryError ends the task."""
+    if _chain_has_memory_error(sys.exc_info()[1]):
+        _memory_exit()
+
+
+# --------------------------------------------------------------------------- compile
+
+
+class _ExceptHookInserter(ast.NodeTransformer):
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.ExceptHandler:
+        self.generic_visit(node)
+        call = ast.Expr(ast.Call(ast.Name(_EXCEPT_HOOK, ast.Load()), [], []))
+        node.body.insert(0, ast.copy_location(call, node.body[0]))
+        return node
+
+
+def compile_user_code(code: str) -> types.CodeType:
+    """Compile user code as the body of a function, keeping the user's line numbers.
+
+    Leading ``from __future__`` imports (and a docstring before them) stay at
+    module level, where Python requires them.
+
+    Returns:
+        The function's code object, named ``<module>``.
+
+    Raises:
+        SyntaxError: the code does not compile.
+    """
+    tree = ast.parse(code, filename=USER_FILENAME)
+    body = tree.body
+    split = 0
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str) and len(body) > 1 \
+            and _is_future(body[1]):
+        split = 1
+    while split < len(body) and _is_future(body[split]):
+        split += 1
+    head, rest = body[:split], body[split:]
+    fn = ast.FunctionDef(
+        name=_WRAPPER_NAME,
+        args=ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[],
+                           kw_defaults=[], kwarg=None, defaults=[]),
+        body=rest or [ast.Pass(lineno=1, col_offset=0)],
+        decorator_list=[], returns=None, type_comment=None, lineno=1, col_offset=0,
+    )
+    module = ast.Module(body=[*head, _ExceptHookInserter().visit(fn)], type_ignores=[])
+    ast.fix_missing_locations(module)
+    compiled = compile(module, USER_FILENAME, "exec", dont_inherit=True)
+    for const in compiled.co_consts:
+        if isinstance(const, types.CodeType) and const.co_name == _WRAPPER_NAME:
+            return const
+    raise AssertionError("wrapper function not found")  # pragma: no cover
+
+
+def _is_future(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and node.module == "__future__"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "... (truncated)"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a hostile __str__
+        return "<exception str() failed>"
+
+
+def syntax_error(exc: SyntaxError) -> dict[str, Any]:
+    """The error object for code that does not compile."""
+    kind = type(exc).__name__
+    text = exc.msg or _safe_str(exc)
+    line = exc.lineno
+    message = f"{kind}: {text}" + (f" [line {line}]" if line else "")
+    error: dict[str, Any] = {"message": _clip(message), "description": kind}
+    if line:
+        error["lineNumber"] = line
+        error["stack"] = _clip("".join(traceback.format_exception_only(
+            type(exc), _renamed_syntax_error(exc))))
+    return error
+
+
+def _renamed_syntax_error(exc: SyntaxError) -> SyntaxError:
+    copy = SyntaxError(exc.msg, (SHOWN_FILENAME, exc.lineno, exc.offset, exc.text,
+                                 exc.end_lineno, exc.end_offset))
+    return copy
+
+
+def runtime_error(exc: BaseException, source_lines: list[str],
+                  item_index: int | None = None) -> dict[str, Any]:
+    """The error object for an exception raised while user code ran.
+
+    The stack keeps user frames only, with the user's line numbers and the
+    filename shown as ``<code>``.
+    """
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == USER_FILENAME]
+    line = frames[-1].lineno if frames else None
+    kind = type(exc).__name__
+    text = _safe_str(exc)
+    message = f"{kind}: {text}" if text else kind
+    if line is not None and item_index is not None:
+        message += f" [line {line}, for item {item_index}]"
+    elif line is not None:
+        message += f" [line {line}]"
+    elif item_index is not None:
+        message += f" [for item {item_index}]"
+    shown = traceback.StackSummary.from_list([
+        traceback.FrameSummary(SHOWN_FILENAME, f.lineno, f.name, lookup_line=False,
+                               line=_source_line(source_lines, f.lineno))
+        for f in frames
+    ])
+    try:
+        tail = "".join(traceback.format_exception_only(type(exc), exc))
+    except Exception:
+        tail = f"{kind}\n"
+    stack = "Traceback (most recent call last):\n" + "".join(shown.format()) + tail
+    error: dict[str, Any] = {"message": _clip(message), "description": kind,
+                             "stack": _clip(stack)}
+    if line is not None:
+        error["lineNumber"] = line
+    if item_index is not None:
+        error["itemIndex"] = item_index
+    return error
+
+
+def _source_line(lines: list[str], lineno: int | None) -> str:
+    if lineno is None or not 0 < lineno <= len(lines):
+        return ""
+    return lines[lineno - 1].strip()
+
+
+# --------------------------------------------------------------------------- print
+
+
+def format_print_args(args: tuple[Any, ...]) -> list[str]:
+    """Format one ``print`` call's arguments the way n8n does (§5.6)."""
+    out: list[str] = []
+    for arg in args:
+        if isinstance(arg, str):
+            out.append(f"'{arg}'")
+        elif arg is None or isinstance(arg, (bool, int, float)):
+            out.append(str(arg))
+        else:
+            try:
+                out.append(json.dumps(arg, ensure_ascii=False, default=str))
+            except Exception:
+                out.append(f"[Circular {type(arg).__name__}]")
+    return out
+
+
+class _Printer:
+    """Streams each ``print`` call to the runner, capped at ``cap`` bytes per task."""
+
+    def __init__(self, channel: _Channel, cap: int) -> None:
+        self._channel = channel
+        self._cap = cap
+        self._used = 0
+        self._cut = False
+
+    def make(self) -> Callable[..., None]:
+        emit = self.emit
+
+        def print(*args: Any, sep: str | None = " ", end: str | None = "\n",  # noqa: A001
+                  file: Any = None, flush: bool = False) -> None:
+            if sep is not None and not isinstance(sep, str):
+                raise TypeError(f"sep must be None or a string, not {type(sep).__name__}")
+            if end is not None and not isinstance(end, str):
+                raise TypeError(f"end must be None or a string, not {type(end).__name__}")
+            if file is not None and getattr(file, "name", None) not in _STDOUT_NAMES:
+                return
+            if (sep is None or sep == " ") and (end is None or end == "\n"):
+                emit(format_print_args(args))
+                return
+            text = (" " if sep is None else sep).join(str(a) for a in args)
+            if end is not None and end != "\n":
+                text += end
+            emit([f"'{text}'"])
+
+        return print
+
+    def emit(self, parts: list[str]) -> None:
+        if self._cut:
+            return
+        size = sum(len(p) for p in parts)
+        if self._used + size > self._cap:
+            size = sum(len(p.encode("utf-8", "surrogatepass")) for p in parts)
+        if self._used + size > self._cap:
+            self._cut = True
+            self._channel.send(framing.encode({"t": "print_cut"}))
+            return
+        self._used += size
+        try:
+            frame = framing.encode({"t": "print", "args": parts})
+        except orjson.JSONEncodeError:
+            frame = framing.encode({"t": "print", "args": [_clean_str(p) for p in parts]})
+        self._channel.send(frame)
+
+
+def _clean_str(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _default(value: Any) -> Any:
+    return str(value)
+
+
+def encode_result(value: Any) -> bytes:
+    """Serialise a result as strict JSON.
+
+    NaN and Infinity become ``null`` (as JavaScript's ``JSON.stringify``), dates
+    and times ISO 8601 strings, anything else ``str(value)``. Values orjson
+    refuses (huge ints, cycles, lone surrogates, deep nesting) go through a
+    slower sanitising pass instead of failing.
+    """
+    try:
+        return orjson.dumps(value, default=_default, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_sanitize(value, 0, set()), default=_default,
+                            option=_JSON_OPTIONS)
+
+
+def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
+    if isinstance(value, str):
+        return _clean_str(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return int(value)
+        try:
+            return float(value)
+        except OverflowError:
+            return str(value)
+    if isinstance(value, float):
+        return value
+    if depth > 200:
+        return "[Nested too deep]"
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in active:
+            return f"[Circular {type(value).__name__}]"
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {_clean_str(str(k)) if not isinstance(k, str) else _clean_str(k):
+                        _sanitize(v, depth + 1, active) for k, v in value.items()}
+            return [_sanitize(v, depth + 1, active) for v in value]
+        finally:
+            active.discard(id(value))
+    try:
+        orjson.dumps(value, option=_JSON_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return _clean_str(_default(value))
+    return value
+
+
+def wrap_item(value: Any, index: int) -> dict[str, Any]:
+    """Per-item output shape (n8n-python-runner.md §5.5)."""
+    if isinstance(value, dict):
+        if "json" in value:
+            out: dict[str, Any] = {"json": value["json"]}
+        elif "binary" in value:
+            out = {"json": {k: v for k, v in value.items() if k != "binary"}}
+        else:
+            out = {"json": value}
+        if "binary" in value:
+            out["binary"] = value["binary"]
+    else:
+        out = {"json": value}
+    out["pairedItem"] = {"item": index}
+    return out
+
+
+# --------------------------------------------------------------------------- task
+
+
+class _Task:
+    """One task's settings, decoded from the header frame and the items frame."""
+
+    def __init__(self, header: dict[str, Any], items_json: bytes) -> None:
+        self.code = str(header.get("code", ""))
+        self.per_item = header.get("mode") == "runOnceForEachItem"
+        self.continue_on_fail = bool(header.get("continueOnFail"))
+        self.query = header.get("query")
+        items = orjson.loads(items_json) if items_json else []
+        self.items: list[Any] = items if isinstance(items, list) else []
+
+
+def run_task(task: _Task, limits: dict[str, Any], printer: Callable[..., None]) -> Any:
+    """Run the task and return its result value (before JSON encoding).
+
+    Raises:
+        TaskFailed: a whole-task error to send as an ``error`` frame.
+    """
+    policy = restrict.ImportPolicy(limits.get("stdlib_allow", ()),
+                                   limits.get("external_allow", ()),
+                                   bool(limits.get("allow_transitive_imports")))
+    table = restrict.safe_builtins(limits.get("builtins_deny", ()), policy.make_import())
+    table["print"] = printer
+    restrict.guard_importlib(policy)
+    try:
+        code = compile_user_code(task.code)
+    except SyntaxError as exc:
+        raise TaskFailed(syntax_error(exc)) from None
+    except (ValueError, RecursionError) as exc:  # null bytes, absurd nesting
+        raise TaskFailed({"message": f"SyntaxError: {exc}", "description": "SyntaxError"}) \
+            from None
+    lines = task.code.splitlines()
+
+    def fresh_globals() -> dict[str, Any]:
+        return {"__builtins__": dict(table), "__name__": "__main__", "print": printer,
+                "_query": task.query, _EXCEPT_HOOK: _except_hook}
+
+    if not task.per_item:
+        namespace = fresh_globals()
+        namespace["_items"] = task.items
+        try:
+            value = types.FunctionType(code, namespace)()
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt included
+            if _chain_has_memory_error(exc):
+                _memory_exit()
+            raise TaskFailed(runtime_error(exc, lines)) from None
+        return [] if value is None else value
+
+    results: list[Any] = []
+    for index, item in enumerate(task.items):
+        namespace = fresh_globals()
+        namespace["_item"] = item
+        try:
+            value = types.FunctionType(code, namespace)()
+        except BaseException as exc:
+            if _chain_has_memory_error(exc):
+                _memory_exit()
+            error = runtime_error(exc, lines, index)
+            if not task.continue_on_fail:
+                raise TaskFailed(error) from None
+            results.append({"json": {"error": error["message"]}, "pairedItem": {"item": index}})
+            continue
+        if value is not None:
+            results.append(wrap_item(value, index))
+    return results
+
+
+def _payload_error(size: int, limit: int) -> dict[str, Any]:
+    message = (f"Task result is too large: {size} bytes exceeds "
+               f"N8N_RUNNERS_MAX_PAYLOAD ({limit} bytes)")
+    return {"message": message, "description": message}
+
+
+def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
+    """Read one task from ``sock``, run it and send its outcome."""
+    global _channel
+    max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
+    channel = _Channel(sock, max_payload + 65_536)
+    _channel = channel
+    header_frame = channel.recv()
+    if header_frame is None:  # the runner closed the channel without a task
+        return
+    header = framing.decode(header_frame)
+    items_frame = channel.recv()
+    if not isinstance(header, dict) or header.get("t") != "task" or items_frame is None:
+        return
+    if limits.get("block_env_access", True):
+        os.environ.clear()
+    printer = _Printer(channel, int(limits.get("print_cap_bytes", 1 << 20))).make()
+    try:
+        task = _Task(header, items_frame)
+        value = run_task(task, limits, printer)
+        body = encode_result(value)
+    except TaskFailed as failed:
+        channel.send(framing.encode({"t": "error", "kind": failed.kind, "error": failed.error},
+                                    default=str))
+        return
+    except orjson.JSONDecodeError as exc:
+        channel.send(framing.encode({"t": "error", "kind": "error", "error": {
+            "message": f"Invalid input items: {exc}", "description": "ValueError"}}))
+        return
+    except (orjson.JSONEncodeError, RecursionError) as exc:
+        message = f"Task result could not be serialized: {_safe_str(exc)}"
+        channel.send(framing.encode({"t": "error", "kind": "error", "error": {
+            "message": message, "description": "TypeError"}}))
+        return
+    if len(body) > max_payload:
+        channel.send(framing.encode({"t": "error", "kind": "payload",
+                                     "error": _payload_error(len(body), max_payload)}))
+        return
+    channel.send(framing.encode_raw(b'{"t":"result","result":' + body + b"}"))
+
+
+def worker_main(sock: socket.socket, limits: dict[str, Any]) -> NoReturn:
+    """Entry point of a forked worker (after confinement); never returns.
+
+    Args:
+        sock: the worker's end of its channel to the runner.
+        limits: ``Limits.to_wire()`` as the zygote received it.
+    """
+    status = 0
+    try:
+        serve(sock, limits)
+    except MemoryError:
+        _memory_exit()
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)

@@ -1,0 +1,221 @@
+"""Length-prefixed JSON frames: the only codec between runner, zygote and workers.
+
+Pure: no I/O, no clock. Both ends of every pipe use it -- the runner from asyncio,
+the zygote and workers from blocking code -- so it imports nothing but orjson and
+never imports ``taskbox``. It is the one module ``taskbox`` may import from here.
+
+Wire format (house-style.md habit 8)::
+
+    +----------------------+---------------------------+
+    | length: uint32, BE   | payload: ``length`` bytes |
+    +----------------------+---------------------------+
+
+A payload is UTF-8 JSON (usually an object with a ``"t"`` type key), or, for the
+task's input items, the raw JSON bytes the broker sent (never re-encoded, never
+pickled). A receiver refuses any frame whose announced length exceeds its cap
+*before* buffering it, so a hostile peer cannot make the reader allocate.
+
+Frame types (``"t"``), by channel:
+
+* control (runner <-> zygote, one frame per SOCK_SEQPACKET message):
+  ``init`` (runner), ``ready``, ``worker`` (+ one fd via SCM_RIGHTS), ``exit``
+  (zygote), ``taken``, ``stop`` (runner).
+* task (runner <-> one worker, SOCK_STREAM): ``task`` header, then one raw items
+  frame (runner); ``print``, ``rpc``, then exactly one ``result`` or ``error``
+  (worker); ``rpc_reply`` (runner, answers ``rpc``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "HEADER_SIZE",
+    "FrameDecoder",
+    "FrameError",
+    "FrameTooLarge",
+    "decode",
+    "encode",
+    "encode_raw",
+    "read_frame",
+]
+
+HEADER_SIZE: Final = 4
+#: Hard ceiling for any frame: the length field is 32 bits.
+MAX_LENGTH: Final = 2**32 - 1
+DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+
+
+class FrameError(ValueError):
+    """The byte stream is not a valid sequence of frames."""
+
+
+class FrameTooLarge(FrameError):
+    """A frame announced more bytes than the receiver accepts."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+def encode_raw(payload: bytes) -> bytes:
+    """Frame bytes that are already JSON (e.g. the broker's ``items``) as they are.
+
+    Args:
+        payload: the frame body.
+
+    Returns:
+        The header followed by ``payload``.
+
+    Raises:
+        FrameTooLarge: ``payload`` does not fit the 32-bit length field.
+    """
+    size = len(payload)
+    if size > MAX_LENGTH:
+        raise FrameTooLarge(size, MAX_LENGTH)
+    return size.to_bytes(HEADER_SIZE, "big") + payload
+
+
+def encode(obj: Any, default: Callable[[Any], Any] | None = None, option: int = 0) -> bytes:
+    """Serialise ``obj`` with orjson and frame it.
+
+    Args:
+        obj: any value orjson can serialise.
+        default: orjson's ``default=`` hook for other types.
+        option: orjson ``OPT_*`` flags.
+
+    Returns:
+        One complete frame.
+
+    Raises:
+        orjson.JSONEncodeError: ``obj`` cannot be serialised.
+        FrameTooLarge: the encoding does not fit the 32-bit length field.
+    """
+    return encode_raw(orjson.dumps(obj, default=default, option=option))
+
+
+def decode(payload: bytes | bytearray | memoryview) -> Any:
+    """Parse one frame body.
+
+    Raises:
+        FrameError: the body is not valid JSON.
+    """
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"invalid JSON frame: {exc}") from exc
+
+
+class FrameDecoder:
+    """Incremental splitter: bytes in, complete frame bodies out.
+
+    Feed it whatever a ``recv`` returned; :meth:`feed` returns every body completed
+    so far, in order (asyncio style), or :meth:`push` then :meth:`next_frame` pop
+    them one at a time (blocking style). After a :class:`FrameError` the decoder
+    is unusable (the stream has lost its framing) and every later call raises.
+    """
+
+    __slots__ = ("_buffer", "_error", "_need", "_ready", "max_size")
+
+    def __init__(self, max_size: int = DEFAULT_MAX_FRAME) -> None:
+        """Args:
+        max_size: the largest body accepted, in bytes.
+        """
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._need = -1  # body length of the frame being read, -1 while reading a header
+        self._ready: deque[bytes] = deque()
+        self._error: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received that do not yet form a complete frame."""
+        return len(self._buffer)
+
+    @property
+    def pending(self) -> int:
+        """Announced body size of the frame being read (-1 between frames)."""
+        return self._need
+
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes; complete frames queue up for :meth:`next_frame`.
+
+        Raises:
+            FrameTooLarge: a header announced a body larger than ``max_size``.
+        """
+        if self._error is not None:
+            raise self._error
+        buf = self._buffer
+        buf += data
+        while True:
+            if self._need < 0:
+                if len(buf) < HEADER_SIZE:
+                    return
+                need = int.from_bytes(buf[:HEADER_SIZE], "big")
+                if need > self.max_size:
+                    self._error = FrameTooLarge(need, self.max_size)
+                    buf.clear()
+                    raise self._error
+                del buf[:HEADER_SIZE]
+                self._need = need
+            need = self._need
+            if len(buf) < need:
+                return
+            self._ready.append(bytes(buf[:need]))
+            del buf[:need]
+            self._need = -1
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Add received bytes; return the bodies of all frames now complete.
+
+        Raises:
+            FrameTooLarge: a header announced a body larger than ``max_size``.
+        """
+        self.push(data)
+        frames = list(self._ready)
+        self._ready.clear()
+        return frames
+
+    def next_frame(self) -> bytes | None:
+        """Pop the oldest complete frame, or ``None`` if none is complete."""
+        if self._ready:
+            return self._ready.popleft()
+        return None
+
+
+def read_frame(recv: Callable[[int], bytes], decoder: FrameDecoder,
+               chunk: int = 65536) -> bytes | None:
+    """Block until one frame is complete, pulling bytes through ``recv``.
+
+    The caller supplies the I/O (``sock.recv``), so this stays pure.
+
+    Args:
+        recv: returns up to ``n`` bytes, ``b""`` at end of stream.
+        decoder: holds bytes across calls; use one per stream.
+        chunk: bytes asked for per call (more while a large frame is pending).
+
+    Returns:
+        The next body, or ``None`` at a clean end of stream (nothing pending).
+
+    Raises:
+        FrameError: the stream ended inside a frame, or a frame was too large.
+    """
+    while True:
+        frame = decoder.next_frame()
+        if frame is not None:
+            return frame
+        want = chunk
+        if decoder.pending > 0:
+            want = max(chunk, min(decoder.pending - decoder.buffered, 1 << 24))
+        data = recv(want)
+        if not data:
+            if decoder.buffered or decoder.pending >= 0:
+                raise FrameError("stream ended inside a frame")
+            return None
+        decoder.push(data)

@@ -1,0 +1,223 @@
+"""In-process restrictions: filtered builtins and a guarded ``__import__``.
+
+These give users n8n's error messages and raise the bar for naive code. They are
+*not* the boundary: the OS layers applied by ``confine.py`` are (sandbox-security.md
+§3). Semantics follow n8n-python-runner.md §6.3-§6.5, with its bugs fixed:
+
+* allowlists arrive already parsed (tuples); ``*`` allows every module of its kind;
+* matching is by top-level package (``a.b.c`` -> ``a``), and a dotted entry such
+  as ``os.path`` *does* work: it allows ``os.path`` and its submodules, not ``os``
+  (``import os.path`` binds ``os`` to a stub module holding only ``path``);
+* relative imports from user code are refused;
+* ``datetime``/``time`` C code lazily imports ``_strptime`` through the caller's
+  builtins; that import is allowed whenever ``datetime`` or ``time`` is;
+* ``__build_class__`` is never removed, so ``class`` statements work (#24175);
+* ``importlib.import_module`` / ``importlib.__import__`` are guarded too. With
+  ``allow_transitive_imports`` they trust a caller that is not user code.
+
+Never imports ``taskbox``; logs nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+__all__ = [
+    "USER_FILENAME",
+    "ImportPolicy",
+    "guard_importlib",
+    "safe_builtins",
+]
+
+#: ``co_filename`` of every code object compiled from user code.
+USER_FILENAME: Final = "<taskbox-user-code>"
+
+#: Modules C code imports lazily on behalf of an allowed module, through the
+#: *caller's* builtins (n8n-python-runner.md §6.3, "Gotcha").
+_LAZY_C_IMPORTS: Final[dict[str, tuple[str, ...]]] = {
+    "_strptime": ("datetime", "time"),
+}
+
+_STDLIB_ENV: Final = "N8N_RUNNERS_STDLIB_ALLOW"
+_EXTERNAL_ENV: Final = "N8N_RUNNERS_EXTERNAL_ALLOW"
+
+_real_import = builtins.__import__
+_real_import_module = importlib.import_module
+
+
+class ImportPolicy:
+    """Decides which modules user code may import, and says why not."""
+
+    __slots__ = ("_external", "_stdlib", "_stdlib_names", "external_all", "stdlib_all",
+                 "transitive")
+
+    def __init__(self, stdlib_allow: Iterable[str], external_allow: Iterable[str],
+                 allow_transitive_imports: bool = False) -> None:
+        """Args:
+        stdlib_allow: parsed ``N8N_RUNNERS_STDLIB_ALLOW``; ``("*",)`` allows all.
+        external_allow: parsed ``N8N_RUNNERS_EXTERNAL_ALLOW``.
+        allow_transitive_imports: importlib calls made by non-user code are trusted.
+        """
+        self._stdlib = tuple(dict.fromkeys(s for s in stdlib_allow if s))
+        self._external = tuple(dict.fromkeys(s for s in external_allow if s))
+        self.stdlib_all = "*" in self._stdlib
+        self.external_all = "*" in self._external
+        self.transitive = allow_transitive_imports
+        self._stdlib_names = sys.stdlib_module_names
+
+    def is_stdlib(self, name: str) -> bool:
+        """Whether the top-level package of ``name`` belongs to the standard library."""
+        return name.partition(".")[0] in self._stdlib_names
+
+    def _entries(self, name: str) -> tuple[bool, tuple[str, ...]]:
+        if self.is_stdlib(name):
+            return self.stdlib_all, self._stdlib
+        return self.external_all, self._external
+
+    def allowed(self, name: str) -> bool:
+        """Whether user code may import module ``name`` (absolute, dotted)."""
+        all_, entries = self._entries(name)
+        if all_:
+            return True
+        top = name.partition(".")[0]
+        for entry in entries:
+            if entry == top or entry == name or name.startswith(entry + "."):
+                return True
+        lazy_for = _LAZY_C_IMPORTS.get(name)
+        return lazy_for is not None and any(self.allowed(m) for m in lazy_for)
+
+    def allowed_prefix(self, name: str) -> str | None:
+        """The shortest allowed dotted prefix of ``name`` (``None`` if none is)."""
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if self.allowed(prefix):
+                return prefix
+        return None
+
+    def refusal(self, name: str) -> str:
+        """n8n's error text for a refused import, naming the variable to set."""
+        top = name.partition(".")[0]
+        if self.is_stdlib(name):
+            listed = ", ".join(self._stdlib) or "none"
+            return (f"Import of standard library module '{top}' is disallowed. "
+                    f"Allowed stdlib modules: {listed}. Set {_STDLIB_ENV} to allow it.")
+        listed = ", ".join(self._external) or "none"
+        return (f"Import of external module '{top}' is disallowed. "
+                f"Allowed external modules: {listed}. Set {_EXTERNAL_ENV} to allow it.")
+
+    def check(self, name: str, fromlist: Iterable[str] | None) -> str | None:
+        """Return ``None`` if ``from name import fromlist`` is allowed, else the message."""
+        if self.allowed(name):
+            return None
+        if fromlist:
+            # ``from os import path`` with only ``os.path`` allowed.
+            for item in fromlist:
+                if item == "*" or not self.allowed(f"{name}.{item}"):
+                    return self.refusal(name)
+            return None
+        if self.allowed_prefix(name) is None:
+            return self.refusal(name)
+        return None
+
+    def make_import(self) -> Callable[..., Any]:
+        """The guarded ``__import__`` placed in user code's builtins."""
+        policy = self
+
+        def __import__(name: str, globals: Mapping[str, Any] | None = None,  # noqa: A002
+                       locals: Mapping[str, Any] | None = None,  # noqa: A002
+                       fromlist: Iterable[str] | None = (), level: int = 0) -> Any:
+            if level:
+                raise ImportError("Relative imports are not allowed in the Code node.")
+            if not isinstance(name, str):
+                raise TypeError(f"__import__() argument 1 must be str, not {type(name).__name__}")
+            message = policy.check(name, fromlist)
+            if message is not None:
+                raise ImportError(message, name=name)
+            module = _real_import(name, None, None, fromlist, 0)
+            if fromlist or "." not in name or policy.allowed(name.partition(".")[0]):
+                return module
+            return _stub_parents(name, policy.allowed_prefix(name) or name)
+
+        return __import__
+
+
+def _stub_parents(name: str, allowed: str) -> types.ModuleType:
+    """Build what ``import a.b.c`` binds as ``a`` when only ``a.b`` is allowed.
+
+    Every package above ``allowed`` becomes an empty stand-in module holding just
+    the next step, so ``import os.path; os.path.join(...)`` works and ``os.system``
+    does not exist.
+    """
+    depth = allowed.count(".")
+    parts = name.split(".")
+    node: Any = sys.modules[allowed]
+    for i in range(depth, 0, -1):
+        stub = types.ModuleType(".".join(parts[:i]))
+        setattr(stub, parts[i], node)
+        node = stub
+    return node  # type: ignore[no-any-return]
+
+
+def safe_builtins(deny: Iterable[str], guarded_import: Callable[..., Any]) -> dict[str, Any]:
+    """User code's builtins: the real ones minus ``deny``, with the guarded import.
+
+    ``__build_class__`` always stays, so ``class`` statements work.
+
+    Args:
+        deny: names to remove (``N8N_RUNNERS_BUILTINS_DENY``).
+        guarded_import: replaces ``__import__``.
+
+    Returns:
+        A fresh dict (callers copy it per run so nothing leaks between items).
+    """
+    table = dict(builtins.__dict__)
+    for name in deny:
+        if name and name != "__build_class__":
+            table.pop(name, None)
+    table["__import__"] = guarded_import
+    return table
+
+
+def _caller_is_user(depth: int) -> bool:
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:  # pragma: no cover - the stack is never that shallow here
+        return True
+    return frame.f_code.co_filename == USER_FILENAME
+
+
+def guard_importlib(policy: ImportPolicy) -> None:
+    """Guard ``importlib.import_module`` and ``importlib.__import__`` in place.
+
+    Called once per worker (each worker is fresh), before user code runs.
+    """
+
+    def import_module(name: str, package: str | None = None) -> types.ModuleType:
+        if policy.transitive and not _caller_is_user(2):
+            return _real_import_module(name, package)
+        absolute = importlib.util.resolve_name(name, package) if name.startswith(".") else name
+        if name.startswith(".") and _caller_is_user(2):
+            raise ImportError("Relative imports are not allowed in the Code node.")
+        message = policy.check(absolute, None)
+        if message is not None:
+            raise ImportError(message, name=absolute)
+        return _real_import_module(name, package)
+
+    guarded = policy.make_import()
+
+    def dunder_import(name: str, globals: Mapping[str, Any] | None = None,  # noqa: A002
+                      locals: Mapping[str, Any] | None = None,  # noqa: A002
+                      fromlist: Iterable[str] | None = (), level: int = 0) -> Any:
+        if policy.transitive and not _caller_is_user(2):
+            return _real_import(name, globals, locals, fromlist, level)
+        return guarded(name, globals, locals, fromlist, level)
+
+    importlib.import_module = import_module
+    importlib.__import__ = dunder_import

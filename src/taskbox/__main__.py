@@ -1,0 +1,7 @@
+"""``python -m taskbox``."""
+
+import sys
+
+from taskbox.cli import main
+
+sys.exit(main())
