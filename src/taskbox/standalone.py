@@ -28,7 +28,7 @@ async def run_snippet(config: Config, settings: dict[str, Any]) -> TaskOutcome:
     await broker.start()
     runner = Runner(config.with_overrides(
         broker_uri=broker.uri, grant_token=broker.mint_grant_token(), auth_token=auth_token,
-        max_concurrency=1))
+        max_concurrency=1), handle_signals=False)
     serving = asyncio.create_task(runner.run())
     try:
         ready = asyncio.create_task(broker.wait_for_runners(1, timeout=30.0))

@@ -68,8 +68,10 @@ class _SessionEnd(Exception):
 class Runner:
     """The asyncio runner around RunnerProtocol and the sandbox executor."""
 
-    def __init__(self, config: Config, executor: ExecutorLike | None = None) -> None:
+    def __init__(self, config: Config, executor: ExecutorLike | None = None, *,
+                 handle_signals: bool = True) -> None:
         self.config = config
+        self.handle_signals = handle_signals
         if executor is None:
             from taskbox.executor import Executor  # noqa: PLC0415 - heavy, import on use
 
@@ -97,7 +99,7 @@ class Runner:
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         loop = asyncio.get_running_loop()
-        installed = self._install_signals(loop)
+        installed = self._install_signals(loop) if self.handle_signals else []
         try:
             if self.config.health.enabled:
                 self.health = HealthServer(self.config.health.host, self.config.health.port,
