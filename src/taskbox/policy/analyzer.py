@@ -12,8 +12,7 @@ The rules are n8n's, with these deliberate differences:
   n8n skips the whole analysis then;
 * ``class`` statements and ordinary dunder methods are fine; only methods named
   after a blocked attribute (``__getattr__``, ``__reduce__``, ...) are refused;
-* a dotted allowlist entry (``os.path``) works, and ``import os.path`` is refused
-  when only ``os.path`` is allowed, because it binds ``os``;
+* a dotted allowlist entry (``os.path``) works;
 * modules re-exported by an allowed module (``datetime.sys``, ``random._os``)
   are refused unless they are allowed themselves;
 * ``nonlocal`` and ``match`` capture names are checked like ``global`` names;
@@ -94,10 +93,6 @@ ERROR_BARE_FORMAT_ATTRIBUTE = (
     "Extracting '{attr}' as a bound method is disallowed; call it directly on "
     "its receiver instead."
 )
-ERROR_BINDS_PARENT = (
-    "'import {module}' binds '{top}' itself. {reason} "
-    "Use 'from {parent} import {last}' instead."
-)
 ERROR_REEXPORT = "Access to '{expr}' is disallowed: it can reach the module '{module}'. {reason}"
 ERROR_TOO_COMPLEX = "The code is nested too deeply to be checked; simplify it."
 
@@ -120,27 +115,20 @@ def _format_parts(template: str) -> Iterator[tuple[str, str | None, str | None, 
     The parser is lazy; str.format evaluates the fields before a malformed part,
     so those fields still count: stop at the first error, not before.
     """
-    parts = _string.formatter_parser(template)
-    while True:
-        try:
-            literal, field_name, spec, conversion = next(parts)
-        except (StopIteration, ValueError):
-            return
-        yield literal, field_name, spec, conversion
+    try:
+        yield from _string.formatter_parser(template)
+    except ValueError:
+        return
 
 
 def _field_keys(field_name: str) -> Iterator[str | int]:
     """The ``.attr`` and ``[key]`` parts of a field name, e.g. ``0.a[b]`` -> a, b."""
     try:
         _first, rest = _string.formatter_field_name_split(field_name)
+        for _is_attr, key in rest:
+            yield key
     except ValueError:
         return
-    while True:
-        try:
-            _is_attr, key = next(rest)
-        except (StopIteration, ValueError):
-            return
-        yield key
 
 
 class _Checker(ast.NodeVisitor):
@@ -266,17 +254,6 @@ class _Checker(ast.NodeVisitor):
             self._report_import(node, self._import_rule(module), reason)
         return reason is None
 
-    def _check_binds_parent(self, node: ast.AST, module: str) -> None:
-        """``import a.b`` binds ``a``: refuse it when only ``a.b`` is allowed."""
-        top, _, _ = module.partition(".")
-        reason = self.policy.check_import(top)
-        if reason is None:
-            return
-        parent, _, last = module.rpartition(".")
-        self._report_import(node, Rule.IMPORT_BINDS_PARENT, ERROR_BINDS_PARENT.format(
-            module=module, top=top, reason=reason, parent=parent, last=last,
-        ))
-
     def _reexport_reason(self, module: str) -> str | None:
         """Why ``<imported module>.<module>`` is refused, or ``None``."""
         if module not in REEXPORT_SENSITIVE_MODULES:
@@ -339,17 +316,17 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            allowed = self._check_module(node, alias.name)
-            if allowed and not alias.asname and "." in alias.name:
-                self._check_binds_parent(node, alias.name)
+            # ``import os.path`` with only ``os.path`` allowed is fine: the
+            # sandbox binds ``os`` to a stand-in that holds only ``path``.
+            self._check_module(node, alias.name)
             if alias.asname:
                 self._check_binding(node, alias.asname)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level > 0:
             self._add(node, Rule.IMPORT_RELATIVE, self.policy.check_import(".") or "")
-        elif node.module:
-            module = node.module
+        else:
+            module = node.module or ""  # level 0 always names a module
             # With only dotted entries allowed (os.path), ``from os import path``
             # is fine: every imported name is itself an allowed module.
             if self.policy.check_import(module) is not None and not all(
@@ -385,9 +362,8 @@ class _Checker(ast.NodeVisitor):
         if is_dunder_import:
             if literal is None:
                 self._add(node, Rule.IMPORT_DYNAMIC, ERROR_DYNAMIC_IMPORT)
-            elif self._check_module(node, literal) and "." in literal:
-                # __import__('a.b') returns ``a``.
-                self._check_binds_parent(node, literal)
+            else:
+                self._check_module(node, literal)
         elif literal is not None and self._is_import_module(func):
             self._check_module(node, literal)
 

@@ -28,8 +28,6 @@ class Rule(enum.StrEnum):
     IMPORT_RELATIVE = "import-relative"
     #: ``__import__(name)`` with a computed name, or ``__import__`` taken as a value.
     IMPORT_DYNAMIC = "import-dynamic"
-    #: ``import os.path`` binds ``os`` itself, which only ``os.path`` was allowed.
-    IMPORT_BINDS_PARENT = "import-binds-parent"
     #: ``datetime.sys`` / ``random._os``: a module re-exported by an allowed one.
     MODULE_REEXPORT = "module-reexport"
     #: A name such as ``__builtins__`` or ``__spec__``.
