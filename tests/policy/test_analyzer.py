@@ -687,7 +687,7 @@ def test_value_error_from_the_parser_becomes_a_syntax_error(
     def parse(code: str) -> ast.Module:
         raise ValueError("source code string cannot contain null bytes")
 
-    monkeypatch.setattr(analyzer_module.ast, "parse", parse)
+    monkeypatch.setattr(ast, "parse", parse)
     with pytest.raises(SyntaxError, match="null bytes"):
         analyze("x = 1", DEFAULT)
 
