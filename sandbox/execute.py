@@ -45,7 +45,7 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
-from taskbox_sandbox import framing, restrict
+from . import framing, restrict
 
 __all__ = [
     "SHOWN_FILENAME",
@@ -67,7 +67,6 @@ _WRAPPER_NAME: Final = "<module>"
 _MAX_TEXT: Final = 65_536  # cap for an error message or stack, in characters
 _JSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _MEMORY_FRAME: Final = framing.encode({"t": "error", "kind": "memory"})
-_STDOUT_NAMES: Final = frozenset({"<stdout>"})
 
 
 class TaskFailed(Exception):
@@ -256,7 +255,10 @@ def runtime_error(exc: BaseException, source_lines: list[str],
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == USER_FILENAME]
     line = frames[-1].lineno if frames else None
     kind = type(exc).__name__
-    text = _safe_str(exc)
+    if isinstance(exc, SystemExit):
+        text = "" if exc.code is None else _safe_str(exc)
+    else:
+        text = _safe_str(exc)
     message = f"{kind}: {text}" if text else kind
     if line is not None and item_index is not None:
         message += f" [line {line}, for item {item_index}]"
@@ -320,14 +322,14 @@ class _Printer:
     def make(self) -> Callable[..., None]:
         emit = self.emit
 
-        def print(*args: Any, sep: str | None = " ", end: str | None = "\n",  # noqa: A001
+        def print(*args: Any, sep: str | None = " ", end: str | None = "\n",
                   file: Any = None, flush: bool = False) -> None:
             if sep is not None and not isinstance(sep, str):
                 raise TypeError(f"sep must be None or a string, not {type(sep).__name__}")
             if end is not None and not isinstance(end, str):
                 raise TypeError(f"end must be None or a string, not {type(end).__name__}")
-            if file is not None and getattr(file, "name", None) not in _STDOUT_NAMES:
-                return
+            if file is not None and file is not sys.stdout and file is not sys.__stdout__:
+                return  # stderr or a file: dropped, only stdout reaches the node's log
             if (sep is None or sep == " ") and (end is None or end == "\n"):
                 emit(format_print_args(args))
                 return
@@ -561,7 +563,13 @@ def worker_main(sock: socket.socket, limits: dict[str, Any]) -> NoReturn:
         serve(sock, limits)
     except MemoryError:
         _memory_exit()
-    except BaseException:
+    except BaseException as exc:
         status = 1
+        try:
+            message = f"Internal sandbox error: {type(exc).__name__}: {_safe_str(exc)}"
+            sock.sendall(framing.encode({"t": "error", "kind": "error", "error": {
+                "message": message, "description": "SandboxError"}}))
+        except BaseException:
+            pass
     finally:
         os._exit(status)

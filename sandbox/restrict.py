@@ -25,7 +25,7 @@ import importlib
 import importlib.util
 import sys
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 __all__ = [
@@ -87,7 +87,7 @@ class ImportPolicy:
             return True
         top = name.partition(".")[0]
         for entry in entries:
-            if entry == top or entry == name or name.startswith(entry + "."):
+            if entry in (top, name) or name.startswith(entry + "."):
                 return True
         lazy_for = _LAZY_C_IMPORTS.get(name)
         return lazy_for is not None and any(self.allowed(m) for m in lazy_for)
@@ -130,9 +130,9 @@ class ImportPolicy:
         """The guarded ``__import__`` placed in user code's builtins."""
         policy = self
 
-        def __import__(name: str, globals: Mapping[str, Any] | None = None,  # noqa: A002
-                       locals: Mapping[str, Any] | None = None,  # noqa: A002
-                       fromlist: Iterable[str] | None = (), level: int = 0) -> Any:
+        def __import__(name: str, globals: Mapping[str, Any] | None = None,
+                       locals: Mapping[str, Any] | None = None,
+                       fromlist: Sequence[str] | None = (), level: int = 0) -> Any:
             if level:
                 raise ImportError("Relative imports are not allowed in the Code node.")
             if not isinstance(name, str):
@@ -212,9 +212,9 @@ def guard_importlib(policy: ImportPolicy) -> None:
 
     guarded = policy.make_import()
 
-    def dunder_import(name: str, globals: Mapping[str, Any] | None = None,  # noqa: A002
-                      locals: Mapping[str, Any] | None = None,  # noqa: A002
-                      fromlist: Iterable[str] | None = (), level: int = 0) -> Any:
+    def dunder_import(name: str, globals: Mapping[str, Any] | None = None,
+                      locals: Mapping[str, Any] | None = None,
+                      fromlist: Sequence[str] | None = (), level: int = 0) -> Any:
         if policy.transitive and not _caller_is_user(2):
             return _real_import(name, globals, locals, fromlist, level)
         return guarded(name, globals, locals, fromlist, level)

@@ -1,0 +1,284 @@
+"""The zygote: a small, clean parent that forks confined single-use workers.
+
+The runner execs it as ``python -I -B -m taskbox_sandbox.zygote <fd>`` with the
+environment ``{"LANG": "C.UTF-8"}`` and nothing else, so no secret is in its
+memory, its ``/proc/<pid>/environ`` or any worker forked from it
+(sandbox-security.md §1.2, "the forked child must contain nothing worth
+stealing"). It never runs user code and never imports ``taskbox`` (a meta-path
+finder makes such an import fail loudly).
+
+Protocol on the control socket (AF_UNIX SOCK_SEQPACKET, one frame per message,
+see ``framing.py``):
+
+1. runner -> ``{"t": "init", "limits": Limits.to_wire(), "max_concurrency": n}``
+2. the zygote preloads the allowlisted modules, builds ``Confinement(limits,
+   probe())`` once, and answers ``{"t": "ready", "pid", "layers"}``;
+3. it keeps ``max_concurrency + 1`` workers forked ahead of demand. Each worker
+   applies ``Confinement.apply([its channel fd])`` at once, then blocks reading
+   its task. The runner's end of the worker's socketpair travels as
+   ``{"t": "worker", "pid"}`` with the fd attached (SCM_RIGHTS);
+4. runner -> ``{"t": "taken", "pid"}`` when it uses a worker: fork a replacement;
+5. the zygote reaps every child and reports ``{"t": "exit", "pid", "status",
+   "cpu"}`` (raw wait status, CPU seconds), so the runner can name a signal;
+6. runner -> ``{"t": "stop"}``, or the control socket closing: kill every
+   worker, reap, exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.abc import MetaPathFinder
+from importlib.machinery import ModuleSpec
+from typing import Any
+
+
+class _NoTaskbox(MetaPathFinder):
+    """Refuses ``import taskbox``: the sandbox side must never load the runner."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> ModuleSpec | None:
+        if fullname == "taskbox" or fullname.startswith("taskbox."):
+            raise ImportError(f"the sandbox zygote must never import {fullname!r}")
+        return None
+
+
+sys.meta_path.insert(0, _NoTaskbox())
+
+import contextlib  # noqa: E402  (after the finder, on purpose)
+import ctypes  # noqa: E402
+import errno  # noqa: E402
+import os  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import NoReturn  # noqa: E402
+
+from . import execute, framing  # noqa: E402
+
+__all__ = ["COMMON_MODULES", "CONFINE_FAILED", "main"]
+
+#: Preloaded when an allowlist is ``*`` (loading "everything" would bloat every
+#: fork); anything else still imports on demand inside the worker.
+COMMON_MODULES: tuple[str, ...] = (
+    "json", "datetime", "math", "re", "collections", "collections.abc", "itertools",
+    "functools", "random", "string", "time", "calendar", "decimal", "fractions",
+    "statistics", "copy", "operator", "textwrap", "base64", "hashlib", "uuid",
+    "typing", "dataclasses", "enum", "urllib.parse", "html", "unicodedata",
+    "zoneinfo", "difflib", "heapq", "bisect", "pprint",
+)
+#: Imported lazily by C code on behalf of allowed modules (restrict.py).
+_LAZY_IMPORTS: tuple[str, ...] = ("_strptime", "encodings.idna", "encodings.latin_1",
+                                  "encodings.ascii")
+#: Importing these runs code with visible side effects (a browser, a GUI, prints).
+_NEVER_PRELOAD: frozenset[str] = frozenset({
+    "antigravity", "this", "idlelib", "turtle", "turtledemo", "tkinter", "__hello__",
+    "__phello__",
+})
+#: A worker exits with this status when ``Confinement.apply`` fails.
+CONFINE_FAILED = 70
+_PR_SET_PDEATHSIG = 1
+_CONTROL_MAX = 1 << 20
+
+
+def _set_parent_death_signal() -> None:
+    """Die with the runner: PR_SET_PDEATHSIG(SIGKILL) (prctl(2))."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+def _preload(limits: dict[str, Any]) -> None:
+    names: list[str] = []
+    for key in ("stdlib_allow", "external_allow"):
+        entries = [str(e) for e in limits.get(key, ()) if e]
+        if "*" in entries:
+            if key == "stdlib_allow":
+                names.extend(COMMON_MODULES)
+        else:
+            names.extend(entries)
+    names.extend(_LAZY_IMPORTS)
+    for name in dict.fromkeys(names):
+        top = name.partition(".")[0]
+        if top == "taskbox" or top in _NEVER_PRELOAD:
+            continue
+        # A broken or missing allowlisted module fails later, in the task that
+        # imports it, with Python's own message.
+        with contextlib.suppress(Exception):
+            __import__(name)
+
+
+class Zygote:
+    """The fork loop. One instance per process; never returns from :meth:`serve`."""
+
+    def __init__(self, control: socket.socket, limits: dict[str, Any],
+                 max_concurrency: int, confinement: Any) -> None:
+        self.control = control
+        self.limits = limits
+        self.target = max(1, max_concurrency) + 1
+        self.confinement = confinement
+        self.ready: set[int] = set()  # forked, not yet taken
+        self.live: set[int] = set()  # every unreaped worker
+        self.failures = 0  # consecutive workers that died before being taken
+        self.retry_at = 0.0
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    # -- control channel
+
+    def send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        frame = framing.encode(message)
+        if fds:
+            socket.send_fds(self.control, [frame], list(fds))
+        else:
+            self.control.sendall(frame)
+
+    # -- workers
+
+    def spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            self.retry_at = time.monotonic() + 0.5
+            return
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            self._become_worker(theirs)
+        theirs.close()
+        self.live.add(pid)
+        self.ready.add(pid)
+        try:
+            self.send({"t": "worker", "pid": pid}, [ours.fileno()])
+        finally:
+            ours.close()
+
+    def _become_worker(self, channel: socket.socket) -> NoReturn:  # pragma: no cover
+        try:
+            signal.set_wakeup_fd(-1)
+            for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            self.confinement.apply([channel.fileno()])
+        except BaseException:
+            os._exit(CONFINE_FAILED)
+        execute.worker_main(channel, self.limits)
+
+    def top_up(self) -> None:
+        now = time.monotonic()
+        while len(self.ready) < self.target and now >= self.retry_at:
+            self.spawn()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.live.discard(pid)
+            if pid in self.ready:
+                # Died before it was used: confinement failed or it was killed.
+                self.ready.discard(pid)
+                self.failures += 1
+                delay = min(2.0, 0.01 * 2 ** min(self.failures, 8))
+                self.retry_at = time.monotonic() + delay
+            self.send({"t": "exit", "pid": pid, "status": status,
+                       "cpu": usage.ru_utime + usage.ru_stime})
+
+    def kill_all(self) -> None:
+        for pid in list(self.live):
+            for kill in (os.killpg, os.kill):
+                with contextlib.suppress(OSError):
+                    kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while self.live and time.monotonic() < deadline:
+            try:
+                pid, _status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.live.discard(pid)
+
+    # -- loop
+
+    def serve(self) -> NoReturn:
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w)
+        poller = select.poll()
+        poller.register(self.control.fileno(), select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        try:
+            while True:
+                self.top_up()
+                timeout = None
+                if len(self.ready) < self.target:
+                    timeout = max(0, int((self.retry_at - time.monotonic()) * 1000) + 1)
+                try:
+                    events = poller.poll(timeout)
+                except InterruptedError:  # pragma: no cover - PEP 475 retries
+                    continue
+                for fd, _mask in events:
+                    if fd == self.wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            while os.read(self.wake_r, 512):
+                                pass
+                        self.reap()
+                    elif not self.handle_control():
+                        self.stop()
+                self.reap()
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
+                raise
+            self.stop()
+
+    def handle_control(self) -> bool:
+        try:
+            data = self.control.recv(_CONTROL_MAX)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        message = framing.decode(data[framing.HEADER_SIZE:])
+        kind = message.get("t") if isinstance(message, dict) else None
+        if kind == "taken":
+            pid = message.get("pid")
+            if pid in self.ready:
+                self.ready.discard(pid)
+                self.failures = 0
+                self.retry_at = 0.0
+            return True
+        return kind != "stop"
+
+    def stop(self) -> NoReturn:
+        self.kill_all()
+        os._exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the zygote on the control socket whose fd number is ``argv[1]``."""
+    args = list(sys.argv if argv is None else argv)
+    _set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner owns Ctrl-C
+    control = socket.socket(fileno=int(args[1]))
+    frame = control.recv(_CONTROL_MAX)
+    if not frame:
+        return 0
+    init = framing.decode(frame[framing.HEADER_SIZE:])
+    if not isinstance(init, dict) or init.get("t") != "init":
+        return 2
+    limits: dict[str, Any] = dict(init.get("limits") or {})
+    max_concurrency = int(init.get("max_concurrency", 1))
+    _preload(limits)
+    from .confine import Confinement, probe
+
+    probed = probe()
+    confinement = Confinement(limits, probed)
+    zygote = Zygote(control, limits, max_concurrency, confinement)
+    zygote.send({"t": "ready", "pid": os.getpid(), "layers": probed})
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

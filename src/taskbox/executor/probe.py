@@ -1,0 +1,50 @@
+"""Start-up checks on the runner side: self-hardening and the layer report.
+
+The layer probe itself runs in the zygote (``taskbox_sandbox.confine.probe``),
+where the layers are applied; this module hardens the runner process and turns
+the probe result into one log line and a go / no-go decision.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Iterable, Mapping
+
+__all__ = ["LAYER_NAMES", "describe_layers", "missing_layers", "set_dumpable"]
+
+#: The layers ``confine.probe()`` reports, in the order they are applied.
+LAYER_NAMES: tuple[str, ...] = ("rlimits", "prctl", "setuid", "landlock", "seccomp", "netns")
+
+_PR_SET_DUMPABLE = 4
+
+
+def set_dumpable(dumpable: bool) -> bool:
+    """Set this process's dumpable flag with prctl(PR_SET_DUMPABLE) (prctl(2)).
+
+    Not dumpable, the runner's ``/proc/<pid>/environ``, ``mem`` and ``maps``
+    become unreadable to same-uid processes, so a worker cannot read the grant
+    token from its ancestor (sandbox-security.md §1.2). The flag is reset by
+    execve, which is why the zygote (exec'd) does not inherit it.
+
+    Returns:
+        True if the call succeeded.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return int(libc.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def missing_layers(required: Iterable[str], layers: Mapping[str, bool]) -> list[str]:
+    """The required layers the probe did not find (in the order required)."""
+    return [name for name in required if not layers.get(name)]
+
+
+def describe_layers(layers: Mapping[str, bool]) -> str:
+    """``active: a, b; missing: c`` for the start-up log line."""
+    known = [n for n in LAYER_NAMES if n in layers] + sorted(set(layers) - set(LAYER_NAMES))
+    active = [n for n in known if layers[n]]
+    missing = [n for n in known if not layers[n]]
+    return f"active: {', '.join(active) or 'none'}; missing: {', '.join(missing) or 'none'}"

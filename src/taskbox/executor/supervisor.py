@@ -1,0 +1,481 @@
+"""The executor: runs one task in one confined worker and enforces the limits.
+
+The runner codes against :class:`Executor`::
+
+    executor = Executor(limits, max_concurrency, logger)
+    layers = await executor.start()          # zygote up, READY, layers checked
+    outcome = await executor.run(spec, on_print, on_rpc)
+    await executor.aclose()
+
+Where each limit is enforced (the worker is hostile; the parent trusts nothing
+it sends and keeps serving after every failure):
+
+=====================  ====================================================
+wall clock             here: one deadline per task (``asyncio.timeout_at``),
+                       then SIGKILL of the worker's process group
+memory                 worker: RLIMIT_AS/DATA (``confine.py``); any MemoryError
+                       that reaches user code ends the task (``execute.py``);
+                       here: RSS watchdog on ``/proc/<pid>/statm`` every 25 ms
+CPU                    worker: RLIMIT_CPU (soft == hard); here: naming SIGXCPU
+                       or a SIGKILL after the CPU budget was used
+signals                here: the zygote reports the wait status; we name it
+result size            worker: checks before sending; here: the frame cap
+print output           worker stops sending; here: the byte cap and marker
+=====================  ====================================================
+
+Every whole-task failure goes through :func:`taskbox.executor.task.failure`, so
+continueOnFail turns it into error items (protocol.md §9.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING, Any, Final
+
+from taskbox.errors import SandboxUnavailable
+from taskbox.executor import probe
+from taskbox.executor.limits import Limits
+from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHandle
+from taskbox.executor.task import PrintSink, RpcCall, TaskOutcome, TaskSpec, failure
+
+if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
+    from sandbox import framing
+else:
+    from taskbox_sandbox import framing
+
+__all__ = ["Executor"]
+
+_RSS_INTERVAL: Final = 0.025
+_EXIT_GRACE: Final = 2.0  # how long to wait for a dead worker's wait status
+_EOF_GRACE: Final = 0.25  # ... before killing a worker that closed its channel
+_FRAME_SLACK: Final = 65_536  # frame overhead allowed above max_payload
+_RESTART_DELAYS: Final = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
+#: Exit status of a worker whose ``Confinement.apply`` failed (zygote.py).
+_CONFINE_FAILED: Final = 70
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+_ERROR_KEYS: Final = {"message": str, "description": str, "stack": str,
+                      "lineNumber": int, "itemIndex": int}
+
+
+def _seconds(value: float) -> str:
+    number = int(value) if float(value).is_integer() else value
+    return f"{number} second" if number == 1 else f"{number} seconds"
+
+
+class Executor:
+    """Runs tasks in single-use confined workers forked by a zygote."""
+
+    def __init__(self, limits: Limits, max_concurrency: int,
+                 logger: logging.Logger | None = None) -> None:
+        """Args:
+        limits: values the sandbox enforces (sent to the zygote as is).
+        max_concurrency: tasks that may run at once; the zygote keeps one more
+            worker than this ready.
+        logger: defaults to ``taskbox.executor``.
+        """
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.limits = limits
+        self.max_concurrency = max_concurrency
+        self.logger = logger or logging.getLogger("taskbox.executor")
+        self.layers: dict[str, bool] = {}
+        self._zygote: ZygoteHandle | None = None
+        self._zygote_up = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+        self._running: set[WorkerHandle] = set()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The current zygote's pid (``None`` before start or while restarting)."""
+        return self._zygote.pid if self._zygote is not None else None
+
+    @property
+    def ready_workers(self) -> int:
+        """Confined workers waiting for a task right now."""
+        return self._zygote.ready_workers if self._zygote is not None else 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> dict[str, bool]:
+        """Start the zygote and check the confinement layers.
+
+        Also marks the runner process non-dumpable, so no worker can read its
+        ``/proc/<pid>/environ`` or memory.
+
+        Returns:
+            The probe result, ``{layer: available}``.
+
+        Raises:
+            SandboxUnavailable: the zygote did not start, or a layer named in
+                ``limits.require_layers`` is missing.
+        """
+        if not probe.set_dumpable(False):
+            self.logger.warning("could not mark the runner non-dumpable (prctl failed)")
+        zygote = ZygoteHandle(self.limits, self.max_concurrency, self.logger)
+        layers = await zygote.start()
+        missing = probe.missing_layers(self.limits.require_layers, layers)
+        if missing:
+            await zygote.aclose()
+            raise SandboxUnavailable(
+                f"required sandbox layers are missing: {', '.join(missing)} "
+                f"({probe.describe_layers(layers)})")
+        self.layers = layers
+        self._install(zygote)
+        self.logger.info("sandbox ready: zygote pid %s, %d workers per slot pool, layers %s",
+                         zygote.pid, self.max_concurrency + 1, probe.describe_layers(layers))
+        self._supervisor = asyncio.get_running_loop().create_task(
+            self._supervise(), name="taskbox-zygote-supervisor")
+        return dict(layers)
+
+    def _install(self, zygote: ZygoteHandle) -> None:
+        self._zygote = zygote
+        self._zygote_up.set()
+
+    async def _supervise(self) -> None:
+        """Replace a zygote that died while we were not closing."""
+        while not self._closing:
+            zygote = self._zygote
+            if zygote is None:  # pragma: no cover - start() installs one first
+                return
+            await zygote.dead.wait()
+            if self._closing:
+                return
+            self._zygote_up.clear()
+            await zygote.aclose()
+            for attempt in range(1_000_000):
+                if self._closing:
+                    return
+                await asyncio.sleep(_RESTART_DELAYS[min(attempt, len(_RESTART_DELAYS) - 1)])
+                replacement = ZygoteHandle(self.limits, self.max_concurrency, self.logger)
+                try:
+                    layers = await replacement.start()
+                except SandboxUnavailable as exc:
+                    self.logger.error("sandbox zygote restart failed: %s", exc)
+                    continue
+                missing = probe.missing_layers(self.limits.require_layers, layers)
+                if missing:
+                    await replacement.aclose()
+                    self.logger.error("restarted zygote lacks required layers: %s",
+                                      ", ".join(missing))
+                    continue
+                self.layers = layers
+                self._install(replacement)
+                self.logger.warning("sandbox zygote restarted: pid %s", replacement.pid)
+                break
+
+    async def aclose(self) -> None:
+        """Kill every worker and the zygote, and reap them. Idempotent."""
+        self._closing = True
+        for worker in list(self._running):
+            worker.kill()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        if self._zygote is not None:
+            await self._zygote.aclose()
+        self._zygote_up.clear()
+
+    async def __aenter__(self) -> Executor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: RpcCall) -> TaskOutcome:
+        """Run one task in a fresh worker.
+
+        Args:
+            spec: the task.
+            on_print: called at once with each ``print`` call's formatted args.
+            on_rpc: awaited for each helper RPC the code makes.
+
+        Returns:
+            The outcome; whole-task failures (timeout, memory, CPU, signal,
+            payload, sandbox crash) are outcomes too, shaped by ``failure()``.
+
+        Raises:
+            asyncio.CancelledError: after killing the worker's process group.
+        """
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.limits.task_timeout
+            worker: WorkerHandle | None = None
+            try:
+                async with asyncio.timeout_at(deadline) as scope:
+                    worker = await self._take_worker()
+                    self._running.add(worker)
+                    return await self._drive(worker, spec, on_print, on_rpc)
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                if worker is not None:
+                    worker.kill()
+                    if worker.memory_killed:
+                        return self._memory_failure(spec)
+                return failure(spec, "Task execution timed out after "
+                               f"{_seconds(self.limits.task_timeout)}", kind="timeout")
+            except asyncio.CancelledError:
+                if worker is not None:
+                    worker.kill()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(self._await_exit(worker))
+                raise
+            finally:
+                if worker is not None:
+                    self._running.discard(worker)
+                    worker.close()
+
+    async def _take_worker(self) -> WorkerHandle:
+        while True:
+            await self._zygote_up.wait()
+            zygote = self._zygote
+            if zygote is None:  # pragma: no cover - set together with the event
+                continue
+            try:
+                return await zygote.take()
+            except ZygoteGone:
+                self._zygote_up.clear()  # the supervisor sets it again
+
+    async def _await_exit(self, worker: WorkerHandle,
+                          grace: float = _EXIT_GRACE) -> WorkerExit | None:
+        """The worker's wait status, or ``None`` if not reported within ``grace``."""
+        try:
+            async with asyncio.timeout(grace):
+                return await asyncio.shield(worker.exited)
+        except TimeoutError:
+            return None
+
+    def _memory_failure(self, spec: TaskSpec) -> TaskOutcome:
+        return failure(spec, f"Task exceeded the memory limit of "
+                       f"{self.limits.memory_limit_mb} MiB", kind="memory")
+
+    async def _drive(self, worker: WorkerHandle, spec: TaskSpec, on_print: PrintSink,
+                     on_rpc: RpcCall) -> TaskOutcome:
+        loop = asyncio.get_running_loop()
+        sock = worker.sock
+        header = framing.encode({
+            "t": "task", "code": spec.code, "mode": spec.node_mode,
+            "continueOnFail": spec.continue_on_fail, "query": spec.query,
+        }, default=str)
+        items = spec.items_json or b"[]"
+        prefix = len(items).to_bytes(framing.HEADER_SIZE, "big")
+        watch = _RssWatch(loop, worker, self.limits.memory_limit_mb * 1024 * 1024)
+        prints = _PrintCap(on_print, self.limits.print_cap_bytes)
+        try:
+            if len(items) < 65_536:
+                await loop.sock_sendall(sock, header + prefix + items)
+            else:
+                await loop.sock_sendall(sock, header + prefix)
+                await loop.sock_sendall(sock, items)
+        except OSError:
+            pass  # the worker died before reading; its exit status tells why
+        decoder = framing.FrameDecoder(self.limits.max_payload + _FRAME_SLACK)
+        try:
+            while True:
+                try:
+                    data = await loop.sock_recv(sock, 1 << 18)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                try:
+                    frames = decoder.feed(data)
+                except framing.FrameTooLarge as exc:
+                    worker.kill()
+                    return self._payload_failure(spec, exc.size)
+                for frame in frames:
+                    outcome = await self._handle_frame(frame, worker, spec, prints, on_rpc)
+                    if outcome is not None:
+                        return outcome
+        finally:
+            watch.stop()
+        # No final frame. A dead worker is reported by the zygote within a few
+        # milliseconds; one that merely closed its channel is killed.
+        ended = await self._await_exit(worker, _EOF_GRACE)
+        if ended is None:
+            worker.kill()
+            ended = await self._await_exit(worker)
+        return self._death_outcome(spec, ended or WorkerExit(lost=True), worker)
+
+    async def _handle_frame(self, frame: bytes, worker: WorkerHandle, spec: TaskSpec,
+                            prints: _PrintCap, on_rpc: RpcCall) -> TaskOutcome | None:
+        try:
+            message = framing.decode(frame)
+        except framing.FrameError:
+            message = None
+        kind = message.get("t") if isinstance(message, dict) else None
+        if kind == "print":
+            assert isinstance(message, dict)
+            args = message.get("args")
+            if isinstance(args, list):
+                prints.add([a if isinstance(a, str) else str(a) for a in args])
+            return None
+        if kind == "print_cut":
+            prints.cut()
+            return None
+        if kind == "rpc":
+            assert isinstance(message, dict)
+            await self._answer_rpc(worker, message, on_rpc)
+            return None
+        if kind == "result":
+            assert isinstance(message, dict)
+            return TaskOutcome(result=message.get("result"))
+        if kind == "error":
+            assert isinstance(message, dict)
+            return self._error_outcome(spec, message)
+        worker.kill()
+        return failure(spec, "The sandbox worker sent an invalid frame", kind="error")
+
+    async def _answer_rpc(self, worker: WorkerHandle, message: dict[str, Any],
+                          on_rpc: RpcCall) -> None:
+        name = message.get("name")
+        params = message.get("params")
+        call_id = message.get("id")
+        if not isinstance(name, str) or not isinstance(params, list):
+            ok, data = False, "invalid RPC call"
+        else:
+            try:
+                ok, data = await on_rpc(name, params)
+            except Exception as exc:
+                ok, data = False, str(exc) or type(exc).__name__
+        reply = framing.encode({"t": "rpc_reply", "id": call_id, "ok": bool(ok), "data": data},
+                               default=str)
+        with contextlib.suppress(OSError):
+            await asyncio.get_running_loop().sock_sendall(worker.sock, reply)
+
+    def _error_outcome(self, spec: TaskSpec, message: dict[str, Any]) -> TaskOutcome:
+        kind = message.get("kind")
+        if kind == "memory":
+            return self._memory_failure(spec)
+        raw = message.get("error")
+        fields: dict[str, Any] = {}
+        if isinstance(raw, dict):
+            for key, expected in _ERROR_KEYS.items():
+                value = raw.get(key)
+                if isinstance(value, expected) and not isinstance(value, bool):
+                    fields[key] = value
+        text = fields.pop("message", None) or "Unknown error"
+        description = fields.pop("description", "")
+        return failure(spec, text, description,
+                       kind="payload" if kind == "payload" else "error", **fields)
+
+    def _payload_failure(self, spec: TaskSpec, size: int) -> TaskOutcome:
+        text = (f"Task result is too large: {size} bytes exceeds "
+                f"N8N_RUNNERS_MAX_PAYLOAD ({self.limits.max_payload} bytes)")
+        return failure(spec, text, kind="payload")
+
+    def _death_outcome(self, spec: TaskSpec, ended: WorkerExit,
+                       worker: WorkerHandle) -> TaskOutcome:
+        if worker.memory_killed:
+            return self._memory_failure(spec)
+        if ended.lost:
+            return failure(spec, "The sandbox crashed while the task was running "
+                           "(the sandbox process died); the task did not finish",
+                           kind="signal")
+        signum = ended.signal
+        cpu_limit = self.limits.effective_cpu_limit_s
+        # With soft == hard RLIMIT_CPU the kernel sends SIGKILL, not SIGXCPU, so
+        # a SIGKILL after the whole CPU budget was used is the CPU limit.
+        if signum == signal.SIGXCPU or (signum == signal.SIGKILL
+                                        and ended.cpu >= cpu_limit - 0.05):
+            return failure(spec, f"Task exceeded the CPU time limit of "
+                           f"{_seconds(cpu_limit)}", kind="cpu")
+        if signum == signal.SIGKILL and worker.killed:
+            return failure(spec, "Task process closed its channel without sending a "
+                           "result and was killed", kind="signal")
+        if signum is not None:
+            name = _signal_name(signum)
+            return failure(spec, f"Task process was killed by signal {name}", kind="signal")
+        if ended.code == _CONFINE_FAILED:
+            return failure(spec, "The sandbox worker could not apply its confinement",
+                           kind="signal")
+        return failure(spec, f"Task process exited unexpectedly with code {ended.code} "
+                       "before sending a result", kind="signal")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class _PrintCap:
+    """Forwards prints until ``cap`` bytes, then one marker, then nothing."""
+
+    __slots__ = ("_cap", "_cut", "_sink", "_used")
+
+    def __init__(self, sink: PrintSink, cap: int) -> None:
+        self._sink = sink
+        self._cap = cap
+        self._used = 0
+        self._cut = False
+
+    def add(self, args: list[str]) -> None:
+        if self._cut:
+            return
+        size = sum(len(a) for a in args)
+        if self._used + size > self._cap:
+            size = sum(len(a.encode("utf-8", "surrogatepass")) for a in args)
+        if self._used + size > self._cap:
+            self.cut()
+            return
+        self._used += size
+        self._sink(args)
+
+    def cut(self) -> None:
+        if not self._cut:
+            self._cut = True
+            self._sink([f"[Output truncated - print output exceeded {self._cap} bytes]"])
+
+
+class _RssWatch:
+    """Polls the worker's resident set while it runs; SIGKILLs it over the limit.
+
+    A backstop behind RLIMIT_AS/DATA (sandbox-security.md §1.8); it costs one
+    ``/proc/<pid>/statm`` read per interval and nothing for tasks shorter than
+    one interval.
+    """
+
+    __slots__ = ("_handle", "_limit", "_loop", "_path", "_worker")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, worker: WorkerHandle,
+                 limit_bytes: int) -> None:
+        self._loop = loop
+        self._worker = worker
+        self._limit = limit_bytes
+        self._path = f"/proc/{worker.pid}/statm"
+        self._handle: asyncio.TimerHandle | None = loop.call_later(_RSS_INTERVAL, self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                fields = os.read(fd, 128).split()
+            finally:
+                os.close(fd)
+            rss = int(fields[1]) * _PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            return  # gone
+        if rss > self._limit:
+            self._worker.memory_killed = True
+            self._worker.kill()
+            return
+        self._handle = self._loop.call_later(_RSS_INTERVAL, self._check)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -1,0 +1,73 @@
+"""Import allowlist semantics and builtins filtering (in-process, no worker)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from sandbox import restrict
+else:
+    from taskbox_sandbox import restrict
+
+
+def test_top_level_entry_allows_submodules():
+    policy = restrict.ImportPolicy(("os",), ())
+    assert policy.check("os.path", None) is None
+    assert policy.check("os", None) is None
+
+
+def test_dotted_entry_allows_that_module_but_not_its_parent():
+    policy = restrict.ImportPolicy(("os.path",), ())
+    assert policy.check("os.path", None) is None
+    assert policy.check("os", ("path",)) is None
+    assert policy.check("os", ("system",)) is not None
+    assert policy.check("os", None) is not None
+
+
+def test_import_of_dotted_entry_binds_a_stub_parent():
+    guarded = restrict.ImportPolicy(("os.path",), ()).make_import()
+    os_stub = guarded("os.path", {}, {}, None, 0)
+    assert os_stub.path.join("a", "b") == "a/b"
+    assert not hasattr(os_stub, "system")
+
+
+def test_refusal_names_the_module_and_the_variable():
+    guarded = restrict.ImportPolicy(("json", "math"), ()).make_import()
+    with pytest.raises(ImportError) as info:
+        guarded("os", {}, {}, (), 0)
+    assert str(info.value) == (
+        "Import of standard library module 'os' is disallowed. Allowed stdlib modules: "
+        "json, math. Set N8N_RUNNERS_STDLIB_ALLOW to allow it.")
+    with pytest.raises(ImportError, match=r"external module 'orjson'.*none.*"
+                                          r"N8N_RUNNERS_EXTERNAL_ALLOW"):
+        guarded("orjson", {}, {}, (), 0)
+
+
+def test_star_allows_everything_of_its_kind_only():
+    policy = restrict.ImportPolicy(("*",), ())
+    assert policy.check("sqlite3", None) is None
+    assert policy.check("orjson", None) is not None
+    assert restrict.ImportPolicy((), ("*",)).check("orjson", None) is None
+
+
+def test_relative_imports_are_refused():
+    guarded = restrict.ImportPolicy(("*",), ("*",)).make_import()
+    with pytest.raises(ImportError, match="Relative imports"):
+        guarded("x", {}, {}, (), 1)
+
+
+def test_strptime_lazy_import_follows_datetime_or_time():
+    assert restrict.ImportPolicy(("datetime",), ()).check("_strptime", None) is None
+    assert restrict.ImportPolicy(("time",), ()).check("_strptime", None) is None
+    assert restrict.ImportPolicy(("json",), ()).check("_strptime", None) is not None
+
+
+def test_builtins_deny_list_keeps_build_class():
+    table = restrict.safe_builtins(("eval", "open", "__build_class__"), print)
+    assert "eval" not in table
+    assert "open" not in table
+    assert "__build_class__" in table
+    assert table["__import__"] is print
+    assert "len" in table
