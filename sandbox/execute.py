@@ -87,12 +87,12 @@ class _Channel:
     def __init__(self, sock: socket.socket, max_frame: int) -> None:
         self.sock = sock
         self.decoder = framing.FrameDecoder(max_frame)
-        self._send_lock = _thread.allocate_lock()
+        self.send_lock = _thread.allocate_lock()
         self._rpc_lock = _thread.allocate_lock()
         self._rpc_id = 0
 
     def send(self, frame: bytes) -> None:
-        with self._send_lock:
+        with self.send_lock:
             self.sock.sendall(frame)
 
     def recv(self) -> bytes | None:
@@ -137,6 +137,8 @@ def _memory_exit() -> NoReturn:
     """Report the memory limit with a pre-encoded frame (no allocation) and die."""
     try:
         if _channel is not None:
+            # Another thread may be half-way through a frame: wait for it, briefly.
+            _channel.send_lock.acquire(timeout=1.0)
             _channel.sock.sendall(_MEMORY_FRAME)
     finally:
         os._exit(3)
@@ -450,18 +452,73 @@ class _Task:
         self.items: list[Any] = items if isinstance(items, list) else []
 
 
-def run_task(task: _Task, limits: dict[str, Any], printer: Callable[..., None]) -> Any:
+class Prepared:
+    """Everything that does not depend on the task, built before it arrives.
+
+    A worker builds this right after confinement, while it waits: the policy,
+    the builtins table, the importlib guards and a warm-up run through the
+    compiler, the eval loop and the JSON codec. The copy-on-write page faults a
+    fresh fork pays on first touch then happen off the task's critical path.
+    """
+
+    def __init__(self, limits: dict[str, Any], printer: Callable[..., None]) -> None:
+        policy = restrict.ImportPolicy(limits.get("stdlib_allow", ()),
+                                       limits.get("external_allow", ()),
+                                       bool(limits.get("allow_transitive_imports")))
+        self.table = restrict.safe_builtins(limits.get("builtins_deny", ()),
+                                            policy.make_import())
+        self.table["print"] = printer
+        self.printer = printer
+        restrict.guard_importlib(policy)
+
+    def warm_up(self) -> None:
+        """Exercise the hot path once on a dummy task (nothing is sent)."""
+        code = compile_user_code(_WARM_UP_CODE)
+        namespace = self.fresh_globals(None)
+        namespace["_items"] = orjson.loads(b'[{"json": {"a": 1}}]')
+        encode_result(types.FunctionType(code, namespace)())
+
+    def fresh_globals(self, query: Any) -> dict[str, Any]:
+        """A new namespace for one run of the user function."""
+        return {"__builtins__": dict(self.table), "__name__": "__main__",
+                "print": self.printer, "_query": query, _EXCEPT_HOOK: _except_hook}
+
+
+def warm_up_shared(rounds: int = 16) -> None:
+    """Run the hot path in the zygote before it forks (no guards installed).
+
+    CPython 3.11 specialises bytecode in place as it runs; doing that once in
+    the zygote leaves the specialised code in pages every worker shares,
+    instead of each worker writing to (and so copying) them on its first task.
+    """
+    table = dict(vars(__builtins__)) if isinstance(__builtins__, types.ModuleType) \
+        else dict(__builtins__)
+    for _ in range(rounds):
+        code = compile_user_code(_WARM_UP_CODE)
+        namespace = {"__builtins__": table, "_items": orjson.loads(b'[{"json": {"a": 1}}]'),
+                     _EXCEPT_HOOK: _except_hook}
+        framing.encode_raw(encode_result(types.FunctionType(code, namespace)()))
+        format_print_args(("warm", 1, {"k": [1]}))
+        framing.FrameDecoder().feed(framing.encode({"t": "task", "code": "x"}))
+
+
+_WARM_UP_CODE: Final = (
+    "out = []\n"
+    "for item in _items:\n"
+    "    try:\n"
+    "        out.append({'json': dict(item['json'], b=[i * 2 for i in range(3)])})\n"
+    "    except Exception:\n"
+    "        pass\n"
+    "return out\n"
+)
+
+
+def run_task(task: _Task, prepared: Prepared) -> Any:
     """Run the task and return its result value (before JSON encoding).
 
     Raises:
         TaskFailed: a whole-task error to send as an ``error`` frame.
     """
-    policy = restrict.ImportPolicy(limits.get("stdlib_allow", ()),
-                                   limits.get("external_allow", ()),
-                                   bool(limits.get("allow_transitive_imports")))
-    table = restrict.safe_builtins(limits.get("builtins_deny", ()), policy.make_import())
-    table["print"] = printer
-    restrict.guard_importlib(policy)
     try:
         code = compile_user_code(task.code)
     except SyntaxError as exc:
@@ -471,12 +528,8 @@ def run_task(task: _Task, limits: dict[str, Any], printer: Callable[..., None]) 
             from None
     lines = task.code.splitlines()
 
-    def fresh_globals() -> dict[str, Any]:
-        return {"__builtins__": dict(table), "__name__": "__main__", "print": printer,
-                "_query": task.query, _EXCEPT_HOOK: _except_hook}
-
     if not task.per_item:
-        namespace = fresh_globals()
+        namespace = prepared.fresh_globals(task.query)
         namespace["_items"] = task.items
         try:
             value = types.FunctionType(code, namespace)()
@@ -488,7 +541,7 @@ def run_task(task: _Task, limits: dict[str, Any], printer: Callable[..., None]) 
 
     results: list[Any] = []
     for index, item in enumerate(task.items):
-        namespace = fresh_globals()
+        namespace = prepared.fresh_globals(task.query)
         namespace["_item"] = item
         try:
             value = types.FunctionType(code, namespace)()
@@ -512,11 +565,16 @@ def _payload_error(size: int, limit: int) -> dict[str, Any]:
 
 
 def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
-    """Read one task from ``sock``, run it and send its outcome."""
+    """Prepare, read one task from ``sock``, run it and send its outcome."""
     global _channel
     max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
     channel = _Channel(sock, max_payload + 65_536)
     _channel = channel
+    if limits.get("block_env_access", True):
+        os.environ.clear()
+    prepared = Prepared(limits, _Printer(channel, int(limits.get("print_cap_bytes",
+                                                                  1 << 20))).make())
+    prepared.warm_up()
     header_frame = channel.recv()
     if header_frame is None:  # the runner closed the channel without a task
         return
@@ -524,12 +582,9 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
     items_frame = channel.recv()
     if not isinstance(header, dict) or header.get("t") != "task" or items_frame is None:
         return
-    if limits.get("block_env_access", True):
-        os.environ.clear()
-    printer = _Printer(channel, int(limits.get("print_cap_bytes", 1 << 20))).make()
     try:
         task = _Task(header, items_frame)
-        value = run_task(task, limits, printer)
+        value = run_task(task, prepared)
         body = encode_result(value)
     except TaskFailed as failed:
         channel.send(framing.encode({"t": "error", "kind": failed.kind, "error": failed.error},

@@ -19,7 +19,7 @@ Frame types (``"t"``), by channel:
 
 * control (runner <-> zygote, one frame per SOCK_SEQPACKET message):
   ``init`` (runner), ``ready``, ``worker`` (+ one fd via SCM_RIGHTS), ``exit``
-  (zygote), ``taken``, ``stop`` (runner).
+  (zygote), ``used``, ``stop`` (runner).
 * task (runner <-> one worker, SOCK_STREAM): ``task`` header, then one raw items
   frame (runner); ``print``, ``rpc``, then exactly one ``result`` or ``error``
   (worker); ``rpc_reply`` (runner, answers ``rpc``).

@@ -17,7 +17,10 @@ see ``framing.py``):
    applies ``Confinement.apply([its channel fd])`` at once, then blocks reading
    its task. The runner's end of the worker's socketpair travels as
    ``{"t": "worker", "pid"}`` with the fd attached (SCM_RIGHTS);
-4. runner -> ``{"t": "taken", "pid"}`` when it uses a worker: fork a replacement;
+4. runner -> ``{"t": "used", "pid"}`` once a worker's task has ended: fork a
+   replacement. Sent at the end, not at the start, so the fork and the new
+   worker's confinement never compete for CPU with a running task; the one
+   spare worker covers the next task meanwhile;
 5. the zygote reaps every child and reports ``{"t": "exit", "pid", "status",
    "cpu"}`` (raw wait status, CPU seconds), so the runner can name a signal;
 6. runner -> ``{"t": "stop"}``, or the control socket closing: kill every
@@ -46,6 +49,7 @@ sys.meta_path.insert(0, _NoTaskbox())
 import contextlib  # noqa: E402  (after the finder, on purpose)
 import ctypes  # noqa: E402
 import errno  # noqa: E402
+import gc  # noqa: E402
 import os  # noqa: E402
 import select  # noqa: E402
 import signal  # noqa: E402
@@ -242,7 +246,7 @@ class Zygote:
             return False
         message = framing.decode(data[framing.HEADER_SIZE:])
         kind = message.get("t") if isinstance(message, dict) else None
-        if kind == "taken":
+        if kind == "used":
             pid = message.get("pid")
             if pid in self.ready:
                 self.ready.discard(pid)
@@ -276,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     probed = probe()
     confinement = Confinement(limits, probed)
     zygote = Zygote(control, limits, max_concurrency, confinement)
+    execute.warm_up_shared()
+    # Everything allocated so far is shared with every worker; keep the
+    # workers' garbage collector from touching (and so copying) those pages.
+    gc.collect()
+    gc.freeze()
     zygote.send({"t": "ready", "pid": os.getpid(), "layers": probed})
     zygote.serve()
 

@@ -104,6 +104,14 @@ class WorkerHandle:
         self.sock.close()
 
 
+def _describe_status(ended: WorkerExit) -> str:
+    if ended.signal is not None:
+        return f"signal {ended.signal}"
+    if ended.code == 70:
+        return "exit status 70: Confinement.apply failed"
+    return f"exit status {ended.code}"
+
+
 class ZygoteHandle:
     """One zygote process and its pool of ready workers."""
 
@@ -232,8 +240,12 @@ class ZygoteHandle:
                 future.set_result(result)
             for worker in self._ready:
                 if worker.pid == pid:
+                    # Died before it was used: its confinement failed, or something
+                    # outside killed it. The zygote backs off and forks another.
                     self._ready.remove(worker)
                     worker.close()
+                    self.logger.warning("sandbox worker %s died before use (%s)", pid,
+                                        _describe_status(result))
                     break
         elif kind == "ready" and self._ready_frame is not None \
                 and not self._ready_frame.done():
@@ -317,8 +329,16 @@ class ZygoteHandle:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self._ready.appendleft(waiter.result())
                 raise
-        self._send_control({"t": "taken", "pid": worker.pid})
         return worker
+
+    def release(self, worker: WorkerHandle) -> None:
+        """Tell the zygote ``worker`` is used up, so it forks a replacement.
+
+        Called when the task ends rather than when it starts: the fork and the
+        new worker's confinement then never compete with a running task for
+        CPU, and the spare worker (``max_concurrency + 1``) covers the gap.
+        """
+        self._send_control({"t": "used", "pid": worker.pid})
 
     def _send_control(self, message: dict[str, Any]) -> None:
         control = self._control

@@ -36,7 +36,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any, Final
 
-from taskbox.errors import SandboxUnavailable
+from taskbox.errors import SandboxCrashed, SandboxUnavailable
 from taskbox.executor import probe
 from taskbox.executor.limits import Limits
 from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHandle
@@ -127,7 +127,7 @@ class Executor:
                 f"({probe.describe_layers(layers)})")
         self.layers = layers
         self._install(zygote)
-        self.logger.info("sandbox ready: zygote pid %s, %d workers per slot pool, layers %s",
+        self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready; layers %s",
                          zygote.pid, self.max_concurrency + 1, probe.describe_layers(layers))
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="taskbox-zygote-supervisor")
@@ -211,9 +211,10 @@ class Executor:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.limits.task_timeout
             worker: WorkerHandle | None = None
+            zygote: ZygoteHandle | None = None
             try:
                 async with asyncio.timeout_at(deadline) as scope:
-                    worker = await self._take_worker()
+                    zygote, worker = await self._take_worker()
                     self._running.add(worker)
                     return await self._drive(worker, spec, on_print, on_rpc)
             except TimeoutError:
@@ -235,15 +236,19 @@ class Executor:
                 if worker is not None:
                     self._running.discard(worker)
                     worker.close()
+                if zygote is not None and worker is not None:
+                    zygote.release(worker)
 
-    async def _take_worker(self) -> WorkerHandle:
+    async def _take_worker(self) -> tuple[ZygoteHandle, WorkerHandle]:
         while True:
+            if self._closing or self._supervisor is None:
+                raise SandboxCrashed("the sandbox executor is not running")
             await self._zygote_up.wait()
             zygote = self._zygote
             if zygote is None:  # pragma: no cover - set together with the event
                 continue
             try:
-                return await zygote.take()
+                return zygote, await zygote.take()
             except ZygoteGone:
                 self._zygote_up.clear()  # the supervisor sets it again
 
