@@ -289,3 +289,48 @@ def test_cancel_queued_request_and_drain() -> None:
     assert isinstance(refused, RequestFinished) and "draining" in refused.error["message"]
     with pytest.raises(ValueError):
         make(task_timeout=0)
+
+
+def test_unreachable_runners_offers_are_discarded() -> None:
+    down: set[str] = set()
+    core = registered(make(reachable=lambda rid: rid not in down), "r1", "r2")
+    core.receive_message("r1", TaskOffer("a", "python", -1), 0.0)
+    core.receive_message("r2", TaskOffer("b", "python", -1), 0.0)
+    down.add("r1")
+    core.submit("q1", "python", SETTINGS, 0.1)
+    assert core.messages_to_send() == [("r2", TaskOfferAccept("t1", "b"))]
+    assert core.open_offers(0.2) == []
+
+
+def test_silent_runner_dropped_after_two_expiries_two_seconds_apart() -> None:
+    core = registered(make(request_timeout=1.0), "quiet", "chatty", "busy")
+    core.receive_message("busy", TaskOffer("b", "javascript", -1), 0.0)
+    core.submit("js", "javascript", SETTINGS, 0.0)
+    core.receive_message("busy", TaskAccepted("t1"), 0.0)
+    core.messages_to_send()
+    core.events_received()
+    core.submit("q1", "python", SETTINGS, 0.5)
+    core.receive_message("chatty", TaskOffer("c", "javascript", 100), 1.0)
+    core.tick(1.5)  # q1 expires: quiet is silent (mark 1), chatty spoke, busy has a task
+    assert core.runner_ids == ["quiet", "chatty", "busy"]
+    core.submit("q2", "python", SETTINGS, 2.0)
+    core.receive_message("chatty", TaskOffer("c2", "javascript", 100), 2.5)
+    core.tick(3.0)  # only 1.5 s after the first silent expiry: kept
+    assert core.has_runner("quiet")
+    core.submit("q3", "python", SETTINGS, 3.0)
+    core.receive_message("chatty", TaskOffer("c3", "javascript", 100), 3.5)
+    core.tick(4.0)
+    assert core.runner_ids == ["chatty", "busy"]
+    assert RunnerDropped("quiet", 1000, "unresponsive") in core.events_received()
+
+
+def test_a_message_clears_the_silence_mark() -> None:
+    core = registered(make(request_timeout=1.0), "r")
+    core.submit("q1", "python", SETTINGS, 0.0)
+    core.tick(1.0)
+    core.receive_message("r", TaskOffer("x", "javascript", 10), 1.5)
+    core.submit("q2", "python", SETTINGS, 2.0)
+    core.tick(3.0)  # r spoke at 1.5, before q2 started waiting: silent again, first mark
+    core.submit("q3", "python", SETTINGS, 3.5)
+    core.tick(4.5)  # 1.5 s after the new first mark: kept
+    assert core.has_runner("r")

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from taskbox.broker import EmbeddedBroker, TaskOutcome
+from taskbox.broker import EmbeddedBroker, TaskOutcome, serve
 from tests.broker.conftest import AutoRunner, BrokerFactory, FakeRunner, settings
 
 
@@ -560,3 +560,22 @@ async def test_events_are_capped(make_broker: BrokerFactory) -> None:
 async def test_wait_for_runners_times_out(broker: EmbeddedBroker) -> None:
     with pytest.raises(TimeoutError):
         await broker.wait_for_runners(1, timeout=0.05)
+
+
+async def test_serve_runs_until_cancelled(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "taskbox.broker")
+    task = asyncio.create_task(serve("127.0.0.1", 0, "secret-token", rate_limit=None))
+    for _ in range(100):
+        if "Task broker ready at" in caplog.text:
+            break
+        await asyncio.sleep(0.01)
+    url = caplog.text.split("Task broker ready at ")[1].split()[0]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/healthz") as resp:
+            assert resp.status == 200
+        async with session.post(f"{url}/runners/auth", json={"token": "secret-token"}) as resp:
+            assert resp.status == 200
+    assert "secret-token" not in caplog.text
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

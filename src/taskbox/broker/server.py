@@ -286,7 +286,7 @@ class EmbeddedBroker:
         self._port: int | None = None
         self._clock = clock
         self._core = BrokerProtocol(accept_timeout=accept_timeout, task_timeout=task_timeout,
-                                    request_timeout=request_timeout)
+                                    request_timeout=request_timeout, reachable=self._reachable)
         self._grants = GrantStore(grant_ttl, clock)
         self._auth_limiter = _RateLimiter(rate_limit, clock)
         self._ws_limiter = _RateLimiter(rate_limit, clock)
@@ -319,8 +319,7 @@ class EmbeddedBroker:
         self._app_runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                          shutdown_timeout=self.close_timeout + 1.0)
         await self._app_runner.setup()
-        site = web.TCPSite(self._app_runner, self.host, self._requested_port,
-                           shutdown_timeout=self.close_timeout + 1.0)
+        site = web.TCPSite(self._app_runner, self.host, self._requested_port)
         await site.start()
         self._port = int(self._app_runner.addresses[0][1])
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(),
@@ -530,22 +529,28 @@ class EmbeddedBroker:
         await done
 
     async def disconnect(self, runner_id: str, code: int | None = None) -> None:
-        """Drop a runner's connection: a close frame with ``code``, or (None) a TCP abort.
+        """Drop a runner's connection: a close frame with ``code``, or a TCP abort.
 
-        Its tasks fail with "Node execution failed", as for any disconnect.
+        ``None`` (or 1005/1006/1015, codes that never appear in a close frame) aborts the
+        TCP connection, so the runner sees 1006. Its tasks fail with "Node execution
+        failed", as for any disconnect.
 
         Raises:
             KeyError: no connection with that id.
         """
         conn = self._find(runner_id)
         self._lose(conn, {"message": MSG_DISCONNECTED})
-        if code is None:
+        if code is None or code in (1005, 1006, 1015):
             conn.abort()
         else:
             self._close(conn, code, "")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.close_timeout + 2.0):
                 await conn.finished.wait()
+
+    def _reachable(self, runner_id: str) -> bool:
+        conn = self._registered.get(runner_id)
+        return conn is not None and not conn.closing and not conn.ws.closed
 
     def _find(self, runner_id: str) -> _Connection:
         conn = self._registered.get(runner_id)
@@ -743,7 +748,11 @@ class EmbeddedBroker:
                         item.done.set_result(None)
                     continue
                 try:
-                    frame = serialize(item, self.max_payload)
+                    if isinstance(item, RpcResponse) and isinstance(item.data, dict | list):
+                        # Helper replies can carry megabytes of Buffer numbers.
+                        frame = await asyncio.to_thread(serialize, item, self.max_payload)
+                    else:
+                        frame = serialize(item, self.max_payload)
                 except LocalProtocolError as exc:
                     self._unsendable(item, exc)
                     continue

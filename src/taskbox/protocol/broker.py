@@ -60,6 +60,7 @@ __all__ = [
     "MSG_DRAINING",
     "MSG_UNRESPONSIVE",
     "RPC_METHOD_NOT_ALLOWED",
+    "SILENCE_GAP",
     "TRANSITIONS",
     "BrokerEvent",
     "BrokerProtocol",
@@ -89,6 +90,8 @@ RPC_METHOD_NOT_ALLOWED = "Method not allowed"
 
 # Three missed accept windows in a row and the runner is dropped (protocol.md §12).
 MAX_STRIKES = 3
+# Two silent request expiries at least this far apart drop a runner (protocol.md §12).
+SILENCE_GAP = 2.0
 
 # n8n checks runner:rpc names against this list before resolving them (§11).
 ALLOWED_RPC_METHODS: frozenset[str] = frozenset({
@@ -294,6 +297,8 @@ class _Runner:
     strikes: int = 0
     strike_mark: float = float("-inf")  # accepts sent before this already cost a strike
     tasks: set[str] = field(default_factory=set)
+    last_seen: float = float("-inf")  # last message from the runner
+    silent_since: float | None = None  # first request expiry it sat through in silence
 
 
 _DeadlineKind = Literal["accept", "run", "request"]
@@ -308,6 +313,9 @@ class BrokerProtocol:
         request_timeout: seconds a request may wait for a matching offer.
         max_strikes: missed accept windows in a row before a runner is dropped.
         id_factory: makes task ids (``nanoid(8)`` by default); tests pin it.
+        reachable: asked before an offer is matched; offers of a runner it calls
+            unreachable are discarded (n8n PR #35298: a transport can die while offers it
+            already delivered are still in the pool).
     """
 
     def __init__(
@@ -318,6 +326,7 @@ class BrokerProtocol:
         request_timeout: float = 60.0,
         max_strikes: int = MAX_STRIKES,
         id_factory: Callable[[], str] = nanoid,
+        reachable: Callable[[str], bool] | None = None,
     ) -> None:
         if task_timeout <= 0:
             raise ValueError("task_timeout must be greater than 0")
@@ -326,6 +335,7 @@ class BrokerProtocol:
         self.request_timeout = request_timeout
         self.max_strikes = max_strikes
         self._id_factory = id_factory
+        self._reachable = reachable
         self._runners: dict[str, _Runner] = {}
         self._offers: OrderedDict[tuple[str, str], _Offer] = OrderedDict()
         self._queue: OrderedDict[str, _Request] = OrderedDict()  # waiting for an offer
@@ -415,7 +425,7 @@ class BrokerProtocol:
             self.remove_runner(runner_id, now, {"message": MSG_DISCONNECTED,
                                                 "description": "Replaced by a newer connection "
                                                                "with the same runner id"})
-        self._runners[runner_id] = _Runner(runner_id, name, list(types))
+        self._runners[runner_id] = _Runner(runner_id, name, list(types), last_seen=now)
         self._out.append((runner_id, RunnerRegistered()))
         logger.info('Registered runner "%s" (%s)', name, runner_id)
 
@@ -536,6 +546,8 @@ class BrokerProtocol:
         runner = self._runners.get(runner_id)
         if runner is None:
             return
+        runner.last_seen = now
+        runner.silent_since = None
         if isinstance(msg, TaskOffer):
             self._on_offer(runner, msg, now)
         elif isinstance(msg, RpcCall):
@@ -657,7 +669,30 @@ class BrokerProtocol:
                                        "that a runner for this task type is connected, or "
                                        "raise N8N_RUNNERS_TASK_REQUEST_TIMEOUT.",
                     })
+                    self._check_silence(request.deadline - self.request_timeout, now)
         self._settle(now)
+
+    def _check_silence(self, waiting_since: float, now: float) -> None:
+        """Drop runners that stayed silent through two request expiries >= 2 s apart.
+
+        protocol.md §12 "Silence" (observed 2.41.1): a registered runner that sent
+        nothing at all (so it has no open offers) while a request expired, at two
+        expiries at least 2 s apart, is dropped as unresponsive — unless it has tasks
+        in flight.
+        """
+        for runner in list(self._runners.values()):
+            if runner.tasks or runner.last_seen > waiting_since:
+                continue
+            if any(o.runner_id == runner.runner_id for o in self._offers.values()
+                   if o.expires_at is None or o.expires_at >= now):
+                continue
+            if runner.silent_since is None:
+                runner.silent_since = now
+            elif now - runner.silent_since >= SILENCE_GAP:
+                logger.warning("Runner (%s) sent nothing while task requests expired; "
+                               "dropping it as unresponsive", runner.runner_id)
+                self.remove_runner(runner.runner_id, now, {"message": MSG_UNRESPONSIVE})
+                self._events.append(RunnerDropped(runner.runner_id, 1000, "unresponsive"))
 
     def _on_accept_window_elapsed(self, task: _Task, now: float) -> None:
         runner = self._runners[task.runner_id]
@@ -740,7 +775,8 @@ class BrokerProtocol:
         expired: list[tuple[str, str]] = []
         found: _Offer | None = None
         for key, offer in self._offers.items():
-            if offer.expires_at is not None and offer.expires_at < now:
+            if (offer.expires_at is not None and offer.expires_at < now) or (
+                    self._reachable is not None and not self._reachable(offer.runner_id)):
                 expired.append(key)
                 continue
             if offer.task_type == task_type and offer.runner_id in self._runners:
