@@ -1,0 +1,525 @@
+#!/usr/bin/env python3
+"""Run every ``security/corpus`` case through the real runner and score it.
+
+For each configuration (``production``: the default allowlists and builtins deny
+list; ``open``: everything allowed, so the OS layers alone must hold) the
+scorecard starts the embedded broker on loopback and a real ``taskbox`` runner
+as a child process with canaries planted, submits every case as a Code-node
+task, and prints one line per case::
+
+    PASS|LEAK|CRASH <id> <category> expected=<x> got=<refused|contained|limit|error> <ms>
+
+then ``cases: N, leaks: L, runner crashes: C, limits hit: K`` per configuration
+and for the whole run. It exits 1 on any leak or runner crash, 2 if the runner
+cannot be started at all.
+
+* LEAK: a canary (env, file, metadata, another task's data, the grant token,
+  the auth token) or the escape marker appears in the result, the error or any
+  print of the case.
+* CRASH: the runner process exits, or a trivial task after the case fails.
+
+The scorecard re-executes itself in a private network namespace with only
+loopback up (``unshare -n``) when it can; otherwise every target is 127.0.0.1
+anyway. It prints which. See security/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+
+#: Cases prove a dangerous capability by returning this marker; it never appears
+#: literally in a case's source (they build it at run time), so a traceback that
+#: quotes source lines cannot trip it.
+ESCAPE_MARKER = "TASKBOX-ESCAPED"
+
+TASK_TIMEOUT = 5  # N8N_RUNNERS_TASK_TIMEOUT for the runner under test
+BROKER_TIMEOUT = 30.0  # the broker's own timeout: firing means the runner broke
+MEMORY_LIMIT_MB = 256
+
+CONFIGS: dict[str, dict[str, str]] = {
+    # n8n's production defaults: nothing importable, default builtins deny list.
+    "production": {"N8N_RUNNERS_STDLIB_ALLOW": "", "N8N_RUNNERS_EXTERNAL_ALLOW": ""},
+    # Everything allowed: only the static name/attribute rules and the OS layers remain.
+    "open": {
+        "N8N_RUNNERS_STDLIB_ALLOW": "*",
+        "N8N_RUNNERS_EXTERNAL_ALLOW": "*",
+        "N8N_RUNNERS_BUILTINS_DENY": "",
+    },
+    # Not in "all": a typical hand-made allowlist with transitive imports on, for the
+    # runtime import guard (E10's confused deputy, modules re-exported by allowed ones).
+    "partial": {
+        "N8N_RUNNERS_STDLIB_ALLOW": "json,math,re,datetime,time,random,string,collections,"
+                                    "itertools,functools,importlib,concurrent,threading,urllib",
+        "N8N_RUNNERS_EXTERNAL_ALLOW": "",
+        "N8N_RUNNERS_ALLOW_TRANSITIVE_IMPORTS": "true",
+    },
+}
+DEFAULT_CONFIGS = ("production", "open")
+
+TRIVIAL_CODE = "return [{'json': {'alive': 1}}]"
+VICTIM_CODE = (
+    "n = 0\n"
+    "while n < 15_000_000:\n"
+    "    n += 1\n"
+    "return [{'json': {'victim_done': len(_items[0]['json']['secret'])}}]\n"
+)
+
+_BROKER_ERRORS = re.compile(
+    r"^(Node execution failed|Task execution aborted because runner became unresponsive"
+    r"|Task request timed out|The task broker is shutting down"
+    rf"|Task execution timed out after {int(BROKER_TIMEOUT)} )"
+)
+_LIMIT = re.compile(
+    r"timed out|memory limit|CPU time limit|too large|MemoryError|RecursionError"
+    r"|Too many open files|File too large|can't start new thread|Resource temporarily"
+    r" unavailable|output limit|print limit|killed by signal SIGKILL|SIGXCPU",
+    re.IGNORECASE,
+)
+_REFUSED = re.compile(
+    r"Security violations detected|is disallowed|not allowed|ImportError|ModuleNotFoundError:"
+    r" No module named '(?:os|posix|sys)'|NameError|PermissionError|Operation not permitted"
+    r"|Permission denied|EPERM|EACCES|SIGSYS|Function not implemented",
+)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """One corpus file: its metadata header and its Code-node body."""
+
+    id: str
+    category: str
+    title: str
+    expect: str
+    expect_open: str
+    mode: str
+    victim: bool
+    path: Path
+    code: str
+
+    def expected(self, config: str) -> str:
+        """``expect`` is for the production defaults, ``expect-open`` for everything allowed."""
+        if config == "open":
+            return self.expect_open
+        return self.expect
+
+
+def load_cases(directory: Path = CORPUS, only: set[str] | None = None) -> list[Case]:
+    """Parse every ``*.py`` case under ``directory`` (``# key: value`` header lines)."""
+    cases = []
+    for path in sorted(directory.glob("*.py")):
+        code = path.read_text(encoding="utf-8")
+        meta: dict[str, str] = {}
+        for line in code.splitlines():
+            match = re.match(r"#\s*([a-z-]+):\s*(.*)$", line)
+            if not match:
+                break
+            meta[match.group(1)] = match.group(2).strip()
+        case = Case(
+            id=meta["id"], category=meta.get("category", "?"), title=meta.get("title", ""),
+            expect=meta.get("expect", "refused"),
+            expect_open=meta.get("expect-open", meta.get("expect", "refused")),
+            mode=meta.get("mode", "all"), victim=meta.get("victim", "") == "yes",
+            path=path, code=code,
+        )
+        if only is None or case.id in only:
+            cases.append(case)
+    return cases
+
+
+# --------------------------------------------------------------------------- canaries
+
+
+@dataclass
+class Canaries:
+    """Secrets planted where a runner keeps them; any of them in a case's output is a leak."""
+
+    workdir: Path
+    env: str = field(default_factory=lambda: f"CANARY-ENV-{secrets.token_hex(12)}")
+    file: str = field(default_factory=lambda: f"CANARY-FILE-{secrets.token_hex(12)}")
+    metadata: str = field(default_factory=lambda: f"CANARY-META-{secrets.token_hex(12)}")
+    task: str = field(default_factory=lambda: f"CANARY-TASK-{secrets.token_hex(12)}")
+    auth: str = field(default_factory=lambda: f"CANARY-AUTH-{secrets.token_hex(16)}")
+    grants: list[str] = field(default_factory=list)
+
+    @property
+    def file_path(self) -> Path:
+        return self.workdir / "canary-secret.txt"
+
+    def plant_file(self) -> None:
+        """A 0600 file owned by the runner's user in a 0700 directory."""
+        self.workdir.chmod(0o700)
+        fd = os.open(self.file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.file + "\n")
+
+    def named(self) -> dict[str, str]:
+        found = {
+            "env canary": self.env, "file canary": self.file, "metadata canary": self.metadata,
+            "other task's data": self.task, "auth token": self.auth,
+            "escape marker": ESCAPE_MARKER,
+        }
+        for i, grant in enumerate(self.grants):
+            found[f"grant token #{i + 1}"] = grant
+        return found
+
+    def leaks_in(self, text: str) -> list[str]:
+        """Names of the canaries present in ``text`` (raw or hex-encoded)."""
+        lowered = text.lower()
+        return [
+            name for name, value in self.named().items()
+            if value in text or value.encode().hex() in lowered
+        ]
+
+
+# --------------------------------------------------------------------------- outcome scoring
+
+
+def classify(status: str, error: Any) -> str:
+    """refused | contained | limit | error, from the broker's view of the outcome."""
+    if status == "done":
+        return "contained"
+    if isinstance(error, dict):
+        message = str(error.get("message", ""))
+        text = "\n".join(str(error.get(k, "")) for k in ("message", "description"))
+    else:
+        message = text = str(error)
+    if _BROKER_ERRORS.match(message):
+        return "error"
+    if message.startswith("Security violations detected"):
+        return "refused"
+    if _LIMIT.search(text):
+        return "limit"
+    if _REFUSED.search(text):
+        return "refused"
+    return "contained"
+
+
+@dataclass
+class Score:
+    """One line of the scorecard."""
+
+    case: Case
+    config: str
+    got: str
+    ms: float
+    leaks: list[str]
+    crashed: bool
+    detail: str = ""
+    shown: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.leaks:
+            return "LEAK"
+        if self.crashed:
+            return "CRASH"
+        return "PASS"
+
+    def line(self) -> str:
+        text = (f"{self.verdict} {self.case.id} {self.case.category} "
+                f"expected={self.case.expected(self.config)} got={self.got} {self.ms:.0f}")
+        if self.leaks:
+            text += "  # leaked: " + ", ".join(self.leaks)
+        if self.crashed and self.detail:
+            text += "  # " + self.detail
+        return text
+
+
+def summary(scores: list[Score]) -> str:
+    leaks = sum(1 for s in scores if s.leaks)
+    crashes = sum(1 for s in scores if s.crashed)
+    limits = sum(1 for s in scores if s.got == "limit")
+    return f"cases: {len(scores)}, leaks: {leaks}, runner crashes: {crashes}, limits hit: {limits}"
+
+
+# --------------------------------------------------------------------------- network
+
+
+def bring_loopback_up() -> None:
+    """``ip link set lo up`` with one ioctl, so no ``ip`` binary is needed."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+
+
+def reexec_in_netns(argv: list[str]) -> int | None:
+    """Run this script again inside ``unshare -n``; ``None`` if that is impossible."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        # As non-root ``unshare -rn`` would map us to root in a user namespace,
+        # where the runner's drop to uid 65534 cannot work; stay on loopback.
+        return None
+    probe = subprocess.run([unshare, "-n", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        return None
+    command = [unshare, "-n", "--", sys.executable, str(Path(__file__).resolve()),
+               "--in-netns", *argv]
+    return subprocess.run(command, check=False).returncode
+
+
+async def serve_metadata(canaries: Canaries) -> asyncio.Server:
+    """A loopback stand-in for a cloud metadata endpoint that hands out a canary."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            body = json.dumps({"AccessKeyId": "AKIA-TASKBOX", "Token": canaries.metadata})
+            writer.write(
+                b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body.encode()
+            )
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+# --------------------------------------------------------------------------- runner
+
+
+class RunnerUnderTest:
+    """A real ``taskbox`` runner child process connected to the embedded broker."""
+
+    def __init__(self, broker: Any, canaries: Canaries, config: dict[str, str],
+                 log_path: Path) -> None:
+        self.broker = broker
+        self.canaries = canaries
+        self.config = config
+        self.log_path = log_path
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def env(self) -> dict[str, str]:
+        grant = self.broker.mint_grant_token()
+        self.canaries.grants.append(grant)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": os.environ.get("HOME", "/root"),
+            "N8N_RUNNERS_TASK_BROKER_URI": self.broker.uri,
+            "N8N_RUNNERS_GRANT_TOKEN": grant,
+            "N8N_RUNNERS_AUTH_TOKEN": self.canaries.auth,
+            "N8N_RUNNERS_MAX_CONCURRENCY": "2",
+            "N8N_RUNNERS_TASK_TIMEOUT": str(TASK_TIMEOUT),
+            "TASKBOX_MEMORY_LIMIT_MB": str(MEMORY_LIMIT_MB),
+            "N8N_RUNNERS_LAUNCHER_LOG_LEVEL": "info",
+            "TASKBOX_CANARY_ENV": self.canaries.env,
+        }
+        env.update(self.config)
+        return env
+
+    async def start(self) -> None:
+        before = set(self.broker.runner_ids)
+        log = self.log_path.open("ab")
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "taskbox", env=self.env(), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            if set(self.broker.runner_ids) - before:
+                return
+            if self.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the runner did not register (see {self.log_path}):\n"
+                           + self.log_tail())
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        self.proc = None
+
+
+def settings(code: str, mode: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "code": code,
+        "nodeMode": "runOnceForEachItem" if mode == "each" else "runOnceForAllItems",
+        "items": items, "continueOnFail": False,
+        "workflowName": "security-scorecard", "nodeName": "Code",
+    }
+
+
+def substitute(code: str, canaries: Canaries, runner_pid: int, broker_port: int,
+               metadata_port: int) -> str:
+    return (code.replace("{{CANARY_FILE}}", str(canaries.file_path))
+            .replace("{{RUNNER_PID}}", str(runner_pid))
+            .replace("{{BROKER_PORT}}", str(broker_port))
+            .replace("{{METADATA_PORT}}", str(metadata_port)))
+
+
+async def run_case(case: Case, config_name: str, runner: RunnerUnderTest, canaries: Canaries,
+                   metadata_port: int) -> Score:
+    broker = runner.broker
+    code = substitute(case.code, canaries, runner.pid, broker.port, metadata_port)
+    items = [{"json": {"n": 1}, "pairedItem": {"item": 0}},
+             {"json": {"n": 2}, "pairedItem": {"item": 1}}]
+    victim: asyncio.Task[Any] | None = None
+    if case.victim:
+        victim = asyncio.create_task(broker.submit(
+            settings(VICTIM_CODE, "all", [{"json": {"secret": canaries.task}}]),
+            timeout=BROKER_TIMEOUT))
+        await asyncio.sleep(0.3)  # let it start in its own worker
+    started = time.monotonic()
+    outcome = await broker.submit(settings(code, case.mode, items), timeout=BROKER_TIMEOUT)
+    ms = (time.monotonic() - started) * 1000
+    if victim is not None:
+        with contextlib.suppress(Exception):
+            await victim
+    seen = json.dumps({"result": outcome.result, "error": outcome.error,
+                       "prints": outcome.prints}, default=str)
+    got = classify(outcome.status, outcome.error)
+    crashed, detail = await check_alive(runner)
+    shown = outcome.result if outcome.status == "done" else outcome.error
+    return Score(case, config_name, got, ms, canaries.leaks_in(seen), crashed, detail,
+                 json.dumps(shown, default=str)[:300])
+
+
+async def check_alive(runner: RunnerUnderTest) -> tuple[bool, str]:
+    """The runner still answers: its process lives and a trivial task succeeds."""
+    if not runner.alive():
+        return True, f"runner exited with code {runner.proc.returncode if runner.proc else '?'}"
+    outcome = await runner.broker.submit(settings(TRIVIAL_CODE, "all", []), timeout=20.0)
+    if outcome.status != "done" or outcome.result != [{"json": {"alive": 1}}]:
+        return True, f"trivial task failed: {str(outcome.error)[:200]}"
+    return False, ""
+
+
+async def run_config(name: str, cases: list[Case], canaries: Canaries, metadata_port: int,
+                     logdir: Path, verbose: bool) -> list[Score]:
+    # Imported here so that --help and the namespace re-exec work without taskbox.
+    from taskbox.broker import EmbeddedBroker
+
+    print(f"== config: {name} ({', '.join(f'{k}={v!r}' for k, v in CONFIGS[name].items())})",
+          flush=True)
+    broker = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=canaries.auth,
+                            task_timeout=BROKER_TIMEOUT, rate_limit=None)
+    await broker.start()
+    runner = RunnerUnderTest(broker, canaries, CONFIGS[name], logdir / f"runner-{name}.log")
+    scores: list[Score] = []
+    try:
+        await runner.start()
+        for case in cases:
+            score = await run_case(case, name, runner, canaries, metadata_port)
+            scores.append(score)
+            print(score.line(), flush=True)
+            if verbose:
+                print(f"    {score.shown}", flush=True)
+            if score.crashed:
+                if verbose:
+                    print(runner.log_tail(), flush=True)
+                await runner.stop()
+                await runner.start()
+    finally:
+        await runner.stop()
+        await broker.aclose()
+    print(f"{name}: {summary(scores)}", flush=True)
+    return scores
+
+
+async def run_all(args: argparse.Namespace) -> int:
+    only = set(args.only.split(",")) if args.only else None
+    cases = load_cases(CORPUS, only)
+    names = list(DEFAULT_CONFIGS) if args.config == "all" else [args.config]
+    with tempfile.TemporaryDirectory(prefix="taskbox-scorecard-") as tmp:
+        canaries = Canaries(Path(tmp))
+        canaries.plant_file()
+        metadata = await serve_metadata(canaries)
+        port = int(metadata.sockets[0].getsockname()[1])
+        scores: list[Score] = []
+        try:
+            for name in names:
+                try:
+                    scores += await run_config(name, cases, canaries, port, Path(tmp),
+                                               args.verbose)
+                except RuntimeError as exc:
+                    print(f"cannot run config {name}: {exc}", flush=True)
+                    return 2
+        finally:
+            metadata.close()
+            await metadata.wait_closed()
+    off = [s for s in scores if s.got != s.case.expected(s.config)]
+    if off:
+        print("not as expected (informational): " + ", ".join(
+            f"{s.config}:{s.case.id}={s.got}" for s in off))
+    print(summary(scores), flush=True)
+    return 1 if any(s.leaks or s.crashed for s in scores) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    parser.add_argument("--only", metavar="IDS", help="comma list of case ids, e.g. A01,J04")
+    parser.add_argument("--no-netns", action="store_true",
+                        help="do not enter a private network namespace")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show each outcome, and the runner log on a crash")
+    parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.in_netns:
+        bring_loopback_up()
+        print("network: private network namespace, loopback only", flush=True)
+    elif not args.no_netns:
+        code = reexec_in_netns(argv)
+        if code is not None:
+            return code
+        print("network: host namespace (unshare unavailable or not root); "
+              "every case targets 127.0.0.1 only", flush=True)
+    else:
+        print("network: host namespace (--no-netns); every case targets 127.0.0.1 only",
+              flush=True)
+    return asyncio.run(run_all(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
