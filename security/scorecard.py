@@ -96,6 +96,10 @@ _LIMIT = re.compile(
     r" unavailable|output limit|print limit|killed by signal SIGKILL|SIGXCPU",
     re.IGNORECASE,
 )
+_OS_REFUSAL = re.compile(
+    r"PermissionError|Operation not permitted|Permission denied|EPERM|EACCES|SIGSYS"
+    r"|Function not implemented",
+)
 _REFUSED = re.compile(
     r"Security violations detected|is disallowed|not allowed|ImportError|ModuleNotFoundError:"
     r" No module named '(?:os|posix|sys)'|NameError|PermissionError|Operation not permitted"
@@ -200,22 +204,29 @@ class Canaries:
 
 def classify(status: str, error: Any) -> str:
     """refused | contained | limit | error, from the broker's view of the outcome."""
+    return stopped_by(status, error)[0]
+
+
+def stopped_by(status: str, error: Any) -> tuple[str, str]:
+    """(outcome, the layer that decided it) for the per-layer table."""
     if status == "done":
-        return "contained"
+        return "contained", "ran to completion"
     if isinstance(error, dict):
         message = str(error.get("message", ""))
         text = "\n".join(str(error.get(k, "")) for k in ("message", "description"))
     else:
         message = text = str(error)
     if _BROKER_ERRORS.match(message):
-        return "error"
+        return "error", "runner or broker failure"
     if message.startswith("Security violations detected"):
-        return "refused"
+        return "refused", "static policy (runner)"
     if _LIMIT.search(text):
-        return "limit"
+        return "limit", "resource limits"
+    if _OS_REFUSAL.search(text):
+        return "refused", "OS layers (seccomp, Landlock, uid)"
     if _REFUSED.search(text):
-        return "refused"
-    return "contained"
+        return "refused", "Python layers (builtins, import guard)"
+    return "contained", "ran, failed harmlessly"
 
 
 @dataclass
@@ -230,6 +241,7 @@ class Score:
     crashed: bool
     detail: str = ""
     shown: str = ""
+    layer: str = ""
 
     @property
     def verdict(self) -> str:
@@ -247,6 +259,16 @@ class Score:
         if self.crashed and self.detail:
             text += "  # " + self.detail
         return text
+
+
+def layer_table(scores: list[Score]) -> str:
+    """How many cases each layer decided, e.g. ``  static policy (runner)   41``."""
+    counts: dict[str, int] = {}
+    for score in scores:
+        counts[score.layer] = counts.get(score.layer, 0) + 1
+    width = max((len(k) for k in counts), default=0)
+    return "\n".join(f"  {layer:<{width}}  {n:>3}" for layer, n in
+                     sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def summary(scores: list[Score]) -> str:
@@ -417,11 +439,11 @@ async def run_case(case: Case, config_name: str, runner: RunnerUnderTest, canari
             await victim
     seen = json.dumps({"result": outcome.result, "error": outcome.error,
                        "prints": outcome.prints}, default=str)
-    got = classify(outcome.status, outcome.error)
+    got, layer = stopped_by(outcome.status, outcome.error)
     crashed, detail = await check_alive(runner)
     shown = outcome.result if outcome.status == "done" else outcome.error
     return Score(case, config_name, got, ms, canaries.leaks_in(seen), crashed, detail,
-                 json.dumps(shown, default=str)[:300])
+                 json.dumps(shown, default=str)[:300], layer)
 
 
 async def check_alive(runner: RunnerUnderTest) -> tuple[bool, str]:
@@ -462,6 +484,7 @@ async def run_config(name: str, cases: list[Case], canaries: Canaries, metadata_
     finally:
         await runner.stop()
         await broker.aclose()
+    print(f"{name}: decided by\n{layer_table(scores)}", flush=True)
     print(f"{name}: {summary(scores)}", flush=True)
     return scores
 
