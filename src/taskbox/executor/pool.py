@@ -133,6 +133,7 @@ class ZygoteHandle:
         self._exits: dict[int, asyncio.Future[WorkerExit]] = {}
         self._ready_frame: asyncio.Future[dict[str, Any]] | None = None
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
 
     @property
     def ready_workers(self) -> int:
@@ -188,6 +189,11 @@ class ZygoteHandle:
             raise SandboxUnavailable(
                 f"the sandbox zygote did not become ready: {exc or type(exc).__name__}"
             ) from exc
+        except BaseException:  # cancelled: never leave the process behind
+            self.kill()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.aclose()
+            raise
         layers = ready.get("layers")
         self.layers = {str(k): bool(v) for k, v in layers.items()} \
             if isinstance(layers, dict) else {}
@@ -354,7 +360,16 @@ class ZygoteHandle:
     # ------------------------------------------------------------------ close
 
     async def aclose(self) -> None:
-        """Stop the zygote and its workers, and reap it. Idempotent."""
+        """Stop the zygote and its workers, and reap it.
+
+        Idempotent and safe to call concurrently; the work is shielded from the
+        caller's cancellation so the process is always reaped.
+        """
+        if self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._aclose())
+        await asyncio.shield(self._close_task)
+
+    async def _aclose(self) -> None:
         self._closing = True
         self._send_control({"t": "stop"})
         self._on_died("closed")

@@ -84,6 +84,7 @@ class Executor:
         self.logger = logger or logging.getLogger("taskbox.executor")
         self.layers: dict[str, bool] = {}
         self._zygote: ZygoteHandle | None = None
+        self._starting: ZygoteHandle | None = None
         self._zygote_up = asyncio.Event()
         self._slots = asyncio.Semaphore(max_concurrency)
         self._supervisor: asyncio.Task[None] | None = None
@@ -118,7 +119,11 @@ class Executor:
         if not probe.set_dumpable(False):
             self.logger.warning("could not mark the runner non-dumpable (prctl failed)")
         zygote = ZygoteHandle(self.limits, self.max_concurrency, self.logger)
-        layers = await zygote.start()
+        self._starting = zygote  # so aclose() can reap it if start() is cancelled
+        try:
+            layers = await zygote.start()
+        finally:
+            self._starting = None
         missing = probe.missing_layers(self.limits.require_layers, layers)
         if missing:
             await zygote.aclose()
@@ -174,6 +179,8 @@ class Executor:
         self._closing = True
         for worker in list(self._running):
             worker.kill()
+        if self._starting is not None:
+            await self._starting.aclose()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -226,6 +233,10 @@ class Executor:
                         return self._memory_failure(spec)
                 return failure(spec, "Task execution timed out after "
                                f"{_seconds(self.limits.task_timeout)}", kind="timeout")
+            except Exception:  # e.g. a callback raised: the worker must not outlive us
+                if worker is not None:
+                    worker.kill()
+                raise
             except asyncio.CancelledError:
                 if worker is not None:
                     worker.kill()
@@ -391,9 +402,11 @@ class Executor:
         signum = ended.signal
         cpu_limit = self.limits.effective_cpu_limit_s
         # With soft == hard RLIMIT_CPU the kernel sends SIGKILL, not SIGXCPU, so
-        # a SIGKILL after the whole CPU budget was used is the CPU limit.
-        if signum == signal.SIGXCPU or (signum == signal.SIGKILL
-                                        and ended.cpu >= cpu_limit - 0.05):
+        # a SIGKILL we did not send, after (about) the whole CPU budget was used,
+        # is the CPU limit. rusage lags the kernel's precise clock by a tick or
+        # more under load, hence the margin.
+        if signum == signal.SIGXCPU or (signum == signal.SIGKILL and not worker.killed
+                                        and ended.cpu >= cpu_limit * 0.8):
             return failure(spec, f"Task exceeded the CPU time limit of "
                            f"{_seconds(cpu_limit)}", kind="cpu")
         if signum == signal.SIGKILL and worker.killed:
