@@ -36,7 +36,7 @@ LIMITS = Limits(
     print_cap_bytes=10_000,
     stdlib_allow=("json", "datetime", "math", "os", "socket", "subprocess", "signal",
                   "stat", "sys", "time"),
-    external_allow=("taskbox_sandbox",),
+    external_allow=("taskbox_sandbox", "taskbox"),
 )
 
 
@@ -57,9 +57,10 @@ class Calls:
 
 
 def spec(code: str, mode: NodeMode = ALL, items: list[Any] | None = None,
-         continue_on_fail: bool = False) -> TaskSpec:
+         continue_on_fail: bool = False, query: Any = None) -> TaskSpec:
     items = [{"json": {"a": 1}}] if items is None else items
-    return TaskSpec("task-1", code, mode, continue_on_fail, orjson.dumps(items), len(items))
+    return TaskSpec("task-1", code, mode, continue_on_fail, orjson.dumps(items), len(items),
+                    query=query)
 
 
 async def run(executor: Executor, code: str, calls: Calls | None = None,
@@ -95,6 +96,12 @@ async def test_all_items_returns_the_value_as_is(executor):
     assert outcome.ok
     assert outcome.result == [{"b": 2}, {"b": 3}]
     assert (await run(executor, "x = 1")).result == []
+
+
+async def test_tool_query_is_visible_as_query(executor):
+    outcome = await run(executor, "return [{'q': _query, 'n': len(_items)}]",
+                        items=[], query={"input": "hi"})
+    assert outcome.result == [{"q": {"input": "hi"}, "n": 0}]
 
 
 async def test_per_item_wraps_pairs_and_skips_none(executor):
@@ -196,6 +203,12 @@ async def test_refused_import_names_the_variable(executor):
     outcome = await run(executor, "import orjson")
     assert outcome.error is not None
     assert "N8N_RUNNERS_EXTERNAL_ALLOW" in outcome.error["message"]
+
+
+async def test_the_sandbox_never_loads_the_runner_package(executor):
+    outcome = await run(executor, "import taskbox")  # allowlisted here on purpose
+    assert outcome.error is not None
+    assert "must never import 'taskbox'" in outcome.error["message"]
 
 
 # ---------------------------------------------------------------- print and RPC
