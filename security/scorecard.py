@@ -17,6 +17,7 @@ cannot be started at all.
   the auth token) or the escape marker appears in the result, the error or any
   print of the case.
 * CRASH: the runner process exits, or a trivial task after the case fails.
+* The runner's own log is checked for the same canaries after each configuration.
 
 The scorecard re-executes itself in a private network namespace with only
 loopback up (``unshare -n``) when it can; otherwise every target is 127.0.0.1
@@ -168,6 +169,7 @@ class Canaries:
     task: str = field(default_factory=lambda: f"CANARY-TASK-{secrets.token_hex(12)}")
     auth: str = field(default_factory=lambda: f"CANARY-AUTH-{secrets.token_hex(16)}")
     grants: list[str] = field(default_factory=list)
+    log_leaks: list[str] = field(default_factory=list)
 
     @property
     def file_path(self) -> Path:
@@ -484,6 +486,12 @@ async def run_config(name: str, cases: list[Case], canaries: Canaries, metadata_
     finally:
         await runner.stop()
         await broker.aclose()
+    with contextlib.suppress(OSError):
+        in_log = canaries.leaks_in(runner.log_path.read_text(errors="replace"))
+        if in_log:
+            # Secrets in the runner's own log would travel wherever logs are shipped.
+            print(f"LEAK runner-log {name} leaked: {', '.join(in_log)}", flush=True)
+            canaries.log_leaks += in_log
     print(f"{name}: decided by\n{layer_table(scores)}", flush=True)
     print(f"{name}: {summary(scores)}", flush=True)
     return scores
@@ -491,7 +499,10 @@ async def run_config(name: str, cases: list[Case], canaries: Canaries, metadata_
 
 async def run_all(args: argparse.Namespace) -> int:
     only = set(args.only.split(",")) if args.only else None
-    cases = load_cases(CORPUS, only)
+    cases = load_cases(args.corpus, only)
+    if not cases:
+        print(f"no cases found in {args.corpus}", flush=True)
+        return 2
     names = list(DEFAULT_CONFIGS) if args.config == "all" else [args.config]
     with tempfile.TemporaryDirectory(prefix="taskbox-scorecard-") as tmp:
         canaries = Canaries(Path(tmp))
@@ -502,8 +513,8 @@ async def run_all(args: argparse.Namespace) -> int:
         try:
             for name in names:
                 try:
-                    scores += await run_config(name, cases, canaries, port, Path(tmp),
-                                               args.verbose)
+                    scores += await run_config(name, cases, canaries, port,
+                                               args.logs or Path(tmp), args.verbose)
                 except RuntimeError as exc:
                     print(f"cannot run config {name}: {exc}", flush=True)
                     return 2
@@ -515,7 +526,7 @@ async def run_all(args: argparse.Namespace) -> int:
         print("not as expected (informational): " + ", ".join(
             f"{s.config}:{s.case.id}={s.got}" for s in off))
     print(summary(scores), flush=True)
-    return 1 if any(s.leaks or s.crashed for s in scores) else 0
+    return 1 if canaries.log_leaks or any(s.leaks or s.crashed for s in scores) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -527,8 +538,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not enter a private network namespace")
     parser.add_argument("--verbose", action="store_true",
                         help="show each outcome, and the runner log on a crash")
+    parser.add_argument("--corpus", type=Path, default=CORPUS, metavar="DIR",
+                        help="directory of case files (default: security/corpus)")
+    parser.add_argument("--logs", type=Path, metavar="DIR",
+                        help="keep the runner logs (runner-<config>.log) in DIR")
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.logs is not None:
+        args.logs.mkdir(parents=True, exist_ok=True)
     if args.in_netns:
         bring_loopback_up()
         print("network: private network namespace, loopback only", flush=True)
