@@ -36,6 +36,7 @@ import _thread
 import ast
 import json
 import os
+import select
 import socket
 import sys
 import traceback
@@ -574,7 +575,10 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
         os.environ.clear()
     prepared = Prepared(limits, _Printer(channel, int(limits.get("print_cap_bytes",
                                                                   1 << 20))).make())
-    prepared.warm_up()
+    # Warm up only while idle: if the task is already waiting (tasks arriving
+    # back to back), the warm-up would only delay it.
+    if not select.select([sock], [], [], 0)[0]:
+        prepared.warm_up()
     header_frame = channel.recv()
     if header_frame is None:  # the runner closed the channel without a task
         return
