@@ -7,6 +7,7 @@ notices after an attack is whether the next workflow still runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -30,7 +31,7 @@ CANARY_VAR = "TASKBOX_TEST_CANARY"
 CANARY = "canary-" + secrets.token_hex(12)
 
 LIMITS = Limits(
-    task_timeout=1.0,
+    task_timeout=10.0,  # generous: hostile cases end by other limits or explicitly
     memory_limit_mb=256,
     max_payload=1_000_000,
     print_cap_bytes=10_000,
@@ -85,6 +86,12 @@ async def executor() -> AsyncIterator[Executor]:
         await ex.aclose()
     finally:
         os.environ.pop(CANARY_VAR, None)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def executor_1s() -> AsyncIterator[Executor]:
+    async with Executor(dataclasses.replace(LIMITS, task_timeout=1.0), max_concurrency=1) as ex:
+        yield ex
 
 
 # ---------------------------------------------------------------- results
@@ -266,18 +273,18 @@ async def test_rpc_round_trip(executor):
 # ---------------------------------------------------------------- limits
 
 
-async def test_timeout_kills_the_task_and_the_executor_carries_on(executor):
+async def test_timeout_kills_the_task_and_the_executor_carries_on(executor_1s):
     calls = Calls()
-    outcome = await run(executor, "print('started')\nwhile True:\n    pass", calls)
+    outcome = await run(executor_1s, "print('started')\nwhile True:\n    pass", calls)
     assert outcome.kind == "timeout"
     assert outcome.error is not None
     assert outcome.error["message"] == "Task execution timed out after 1 second"
     assert calls.prints == [["'started'"]]
-    await assert_healthy(executor)
+    await assert_healthy(executor_1s)
 
 
-async def test_timeout_under_continue_on_fail_is_an_error_item(executor):
-    outcome = await run(executor, "while True:\n    pass", continue_on_fail=True)
+async def test_timeout_under_continue_on_fail_is_an_error_item(executor_1s):
+    outcome = await run(executor_1s, "while True:\n    pass", continue_on_fail=True)
     assert outcome.result == [{"json": {"error": "Task execution timed out after 1 second"}}]
 
 
