@@ -92,6 +92,7 @@ async def env(broker: EmbeddedBroker) -> AsyncIterator[InProcess]:
 @dataclass
 class Child:
     proc: subprocess.Popen[bytes]
+    _out: str | None = None
 
     def wait(self, timeout: float) -> int:
         try:
@@ -106,8 +107,10 @@ class Child:
         self.proc.wait(10)
 
     def output(self) -> str:
-        out, _ = self.proc.communicate(timeout=10)
-        return out.decode(errors="replace")
+        if self._out is None:
+            out, _ = self.proc.communicate(timeout=10)
+            self._out = out.decode(errors="replace")
+        return self._out
 
 
 @pytest.fixture
@@ -129,3 +132,5 @@ def spawn() -> Iterator[Any]:
     for child in children:
         if child.proc.poll() is None:
             child.kill()
+        if child.proc.stdout is not None:
+            child.proc.stdout.close()

@@ -12,7 +12,7 @@ from typing import Any
 from taskbox.broker import EmbeddedBroker
 from tests.integration.conftest import AUTH, InProcess, runner_env, settings, start_runner, stop_runner
 
-BUSY = "t = time.time()\nwhile time.time() - t < {s}:\n    pass\nreturn [{{'json': {{'done': True}}}}]"
+BUSY = "import time\nt = time.time()\nwhile time.time() - t < {s}:\n    pass\nreturn [{{'json': {{'done': True}}}}]"
 
 
 def frames(broker: EmbeddedBroker, direction: str, kind: str) -> list[dict[str, Any]]:
@@ -21,6 +21,7 @@ def frames(broker: EmbeddedBroker, direction: str, kind: str) -> list[dict[str, 
 
 async def test_handshake_order_info_before_anything_and_offers_after_registration(
         env: InProcess) -> None:
+    await env.broker.wait_for_event(lambda e: e[3].get("type") == "runner:taskoffer")
     events = [(d, msg["type"]) for _, _, d, msg in env.broker.events]
     assert events[0] == ("out", "broker:inforequest")
     assert events[1] == ("in", "runner:info")
@@ -52,12 +53,9 @@ async def test_50_tasks_at_concurrency_4_each_answered_exactly_once(env: InProce
 async def test_accept_for_an_unknown_offer_is_rejected(env: InProcess) -> None:
     runner_id = env.broker.runner_ids[0]
     await env.broker.send_raw(runner_id, '{"type":"broker:taskofferaccept","taskId":"zz1","offerId":"gone"}')
-    for _ in range(100):
-        rejected = [f for f in frames(env.broker, "in", "runner:taskrejected") if f["taskId"] == "zz1"]
-        if rejected:
-            break
-        await asyncio.sleep(0.02)
-    assert rejected[0]["reason"] == "Offer expired - not accepted within validity window"
+    _, _, _, rejected = await env.broker.wait_for_event(
+        lambda e: e[3].get("type") == "runner:taskrejected" and e[3].get("taskId") == "zz1")
+    assert rejected["reason"] == "Offer expired - not accepted within validity window"
     assert (await env.broker.submit(settings("return []"))).status == "done"
 
 
@@ -71,10 +69,7 @@ async def test_malformed_frames_are_skipped_and_the_runner_keeps_serving(env: In
 
 async def test_cancel_running_task_kills_it_and_runner_serves_next(env: InProcess) -> None:
     pending = asyncio.create_task(env.broker.submit(settings(BUSY.format(s=30))))
-    for _ in range(200):
-        if frames(env.broker, "out", "broker:tasksettings"):
-            break
-        await asyncio.sleep(0.02)
+    await env.broker.wait_for_event(lambda e: e[3].get("type") == "broker:tasksettings")
     task_id = frames(env.broker, "out", "broker:tasksettings")[-1]["taskId"]
     await asyncio.sleep(0.3)
     started = time.monotonic()
@@ -100,10 +95,7 @@ async def test_task_timeout_gives_clear_error(broker: EmbeddedBroker) -> None:
 async def test_drain_finishes_running_task_then_closes(broker: EmbeddedBroker) -> None:
     runner, serving = await start_runner(broker)
     pending = asyncio.create_task(broker.submit(settings(BUSY.format(s=1))))
-    for _ in range(200):
-        if frames(broker, "out", "broker:tasksettings"):
-            break
-        await asyncio.sleep(0.02)
+    await broker.wait_for_event(lambda e: e[3].get("type") == "broker:tasksettings")
     await broker.drain()
     out = await asyncio.wait_for(pending, 15)
     assert out.status == "done" and out.result == [{"json": {"done": True}}]
@@ -163,10 +155,7 @@ async def test_sigterm_with_task_in_flight_completes_task_and_exits_0(
     child = spawn(runner_env(broker))
     await broker.wait_for_runners(1, timeout=20)
     pending = asyncio.create_task(broker.submit(settings(BUSY.format(s=1.5))))
-    for _ in range(250):
-        if frames(broker, "out", "broker:tasksettings"):
-            break
-        await asyncio.sleep(0.02)
+    await broker.wait_for_event(lambda e: e[3].get("type") == "broker:tasksettings")
     await asyncio.sleep(0.2)
     child.proc.send_signal(signal.SIGTERM)
     out = await asyncio.wait_for(pending, 15)
@@ -178,7 +167,7 @@ async def test_reconnects_with_auth_token_after_broker_restart(spawn: Any) -> No
     broker = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=AUTH, rate_limit=1000.0)
     await broker.start()
     port = broker.port
-    env = runner_env(broker, N8N_RUNNERS_AUTH_TOKEN=AUTH)
+    env = runner_env(broker, N8N_RUNNERS_AUTH_TOKEN=AUTH, TASKBOX_CONNECT_TIMEOUT="3")
     child = spawn(env)
     await broker.wait_for_runners(1, timeout=20)
     assert (await broker.submit(settings("return [{'json': {'v': 1}}]"))).status == "done"
@@ -193,7 +182,9 @@ async def test_reconnects_with_auth_token_after_broker_restart(spawn: Any) -> No
         assert child.proc.poll() is None
     finally:
         await broker2.aclose()
-    assert await asyncio.to_thread(child.wait, 30) in (0, 1)
+    # The broker is gone for good now: retries stop after TASKBOX_CONNECT_TIMEOUT.
+    assert await asyncio.to_thread(child.wait, 30) == 1
+    assert "unreachable" in child.output()
 
 
 async def test_without_auth_token_an_unexpected_close_exits_non_zero(spawn: Any) -> None:

@@ -38,8 +38,10 @@ from taskbox_sandbox.confine import Confinement, probe
 
 NOBODY = 65534
 WAIT_S = 10.0
+# Generous: these tests fork the pytest process itself, whose address space grows
+# with every suite that ran before (the memory tests below set their own limit).
 LIMITS: dict[str, Any] = {
-    "memory_limit_mb": 256,
+    "memory_limit_mb": 2048,
     "cpu_limit_s": 10,
     "max_open_files": 64,
     "max_file_size": 0,
@@ -334,7 +336,7 @@ def test_rlimits_are_set_with_soft_equal_to_hard() -> None:
         return {n: resource.getrlimit(getattr(resource, f"RLIMIT_{n}")) for n in names}
 
     value = run_confined(body).value
-    assert value["AS"] == [256 * 2**20] * 2
+    assert value["AS"] == [LIMITS["memory_limit_mb"] * 2**20] * 2
     assert value["CPU"] == [10, 10]
     assert value["FSIZE"] == [0, 0]
     assert value["NOFILE"] == [64, 64]
@@ -492,7 +494,7 @@ def test_cpu_limit_kills_a_busy_loop() -> None:
 
 def test_allocating_twice_the_limit_raises_memory_error() -> None:
     def body(env: dict[str, Any]) -> Any:
-        return len(bytearray(2 * 256 * 2**20))
+        return len(bytearray(2 * 2048 * 2**20))
 
     assert run_confined(body).error == "MemoryError"
 
@@ -501,7 +503,7 @@ def test_shared_anonymous_memory_counts_against_the_limit() -> None:
     import mmap
 
     def body(env: dict[str, Any]) -> Any:
-        return len(mmap.mmap(-1, 2 * 256 * 2**20))  # RLIMIT_DATA would not count this
+        return len(mmap.mmap(-1, 2 * 2048 * 2**20))  # RLIMIT_DATA would not count this
 
     outcome = run_confined(body)
     assert outcome.error == "OSError"
