@@ -491,6 +491,28 @@ CASES: list[Case] = [
         expect={"status": 200, "json": [{"count": 2, "first": "a"}]},
     ),
     Case(
+        name="87_datetime_formatting",
+        doc="With only `datetime` allowed (not `time`), the everyday date operations work: "
+            "strftime, date.today(), timetuple(), format specs in f-strings and strptime. "
+            "datetime's C code imports `time` through the caller's builtins; that import "
+            "must follow `datetime` (as `_strptime` does).",
+        mode=ALL,
+        code=(
+            "from datetime import date, datetime\n"
+            "d = datetime(2024, 3, 9, 14, 5)\n"
+            "return [{'strftime': d.strftime('%Y-%m-%d %H:%M, %A %d %B'),\n"
+            "         'date_strftime': d.date().strftime('%d/%m/%Y'),\n"
+            "         'fstring': f'{d:%b %d}', 'yday': d.timetuple().tm_yday,\n"
+            "         'today_ok': date.today().year >= 2024,\n"
+            "         'parsed': datetime.strptime('09.03.2024', '%d.%m.%Y').isoformat()}]"
+        ),
+        body=items({"x": 1}),
+        expect={"status": 200, "json": [{
+            "strftime": "2024-03-09 14:05, Saturday 09 March", "date_strftime": "09/03/2024",
+            "fstring": "Mar 09", "yday": 69, "today_ok": True,
+            "parsed": "2024-03-09T00:00:00"}]},
+    ),
+    Case(
         name="86_after_limits_still_serving",
         doc="After the memory, syntax and timeout failures above (cases run in name order) "
             "the same runner still serves ordinary tasks, in both modes.",

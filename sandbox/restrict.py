@@ -10,7 +10,9 @@ These give users n8n's error messages and raise the bar for naive code. They are
   (``import os.path`` binds ``os`` to a stub module holding only ``path``);
 * relative imports from user code are refused;
 * ``datetime``/``time`` C code lazily imports ``_strptime`` through the caller's
-  builtins; that import is allowed whenever ``datetime`` or ``time`` is;
+  builtins; that import is allowed whenever ``datetime`` or ``time`` is. So is
+  ``time``, which ``datetime``'s C code imports the same way for ``strftime``,
+  ``date.today()`` and ``timetuple()`` (``_datetimemodule.c``);
 * ``__build_class__`` is never removed, so ``class`` statements work (#24175);
 * ``importlib.import_module`` / ``importlib.__import__`` are guarded too. With
   ``allow_transitive_imports`` they trust a caller that is not user code.
@@ -42,6 +44,7 @@ USER_FILENAME: Final = "<taskbox-user-code>"
 #: *caller's* builtins (n8n-python-runner.md §6.3, "Gotcha").
 _LAZY_C_IMPORTS: Final[dict[str, tuple[str, ...]]] = {
     "_strptime": ("datetime", "time"),
+    "time": ("datetime",),
 }
 
 _STDLIB_ENV: Final = "N8N_RUNNERS_STDLIB_ALLOW"

@@ -64,6 +64,13 @@ def test_strptime_lazy_import_follows_datetime_or_time():
     assert restrict.ImportPolicy(("json",), ()).check("_strptime", None) is not None
 
 
+def test_time_lazy_import_follows_datetime():
+    # datetime's C code imports time for strftime, date.today() and timetuple().
+    assert restrict.ImportPolicy(("datetime",), ()).check("time", None) is None
+    assert restrict.ImportPolicy(("json",), ()).check("time", None) is not None
+    assert restrict.ImportPolicy(("datetime",), ()).check("os", None) is not None
+
+
 def test_builtins_deny_list_keeps_build_class():
     table = restrict.safe_builtins(("eval", "open", "__build_class__"), print)
     assert "eval" not in table
