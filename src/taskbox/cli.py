@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -133,7 +134,7 @@ def _connect(args: argparse.Namespace) -> int:
     if getattr(args, "check", False):
         url = f"http://{config.health.host}:{config.health.port}/healthz"
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=5) as response:
                 return 0 if response.status == 200 else 1
         except OSError:
             return 1
@@ -142,7 +143,7 @@ def _connect(args: argparse.Namespace) -> int:
         log.error("invalid configuration: N8N_RUNNERS_GRANT_TOKEN is required "
                   "(or N8N_RUNNERS_AUTH_TOKEN to mint one)")
         return 2
-    from taskbox.runner.lifecycle import Runner  # noqa: PLC0415
+    from taskbox.runner.lifecycle import Runner
 
     return asyncio.run(Runner(config).run())
 
@@ -157,6 +158,11 @@ def _read_json_items(source: str | None) -> list[Any]:
     if not isinstance(data, list):
         raise ValueError("--items must hold a JSON list of items")
     return [it if isinstance(it, dict) and "json" in it else {"json": it} for it in data]
+
+
+def _unquote(param: str) -> str:
+    """n8n's print format wraps strings in quotes for its console; a terminal wants text."""
+    return param[1:-1] if len(param) >= 2 and param[0] == param[-1] == "'" else param
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -183,11 +189,11 @@ def _run(args: argparse.Namespace) -> int:
         "nodeName": Path(args.file).name,
         "workflowName": "taskbox run",
     }
-    from taskbox.standalone import run_snippet  # noqa: PLC0415
+    from taskbox.standalone import run_snippet
 
     outcome = asyncio.run(run_snippet(config, settings))
     for params in outcome.prints:
-        print(" ".join(params), file=sys.stderr)
+        print(" ".join(_unquote(p) for p in params), file=sys.stderr)
     if outcome.status == "done":
         sys.stdout.write(orjson.dumps(outcome.result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
@@ -207,12 +213,10 @@ def _broker(args: argparse.Namespace) -> int:
         # Printed once on stdout for the operator; never logged.
         print(f"N8N_RUNNERS_AUTH_TOKEN={token}", flush=True)
     _scrub_secrets()
-    from taskbox.broker import serve  # noqa: PLC0415
+    from taskbox.broker import serve
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, token, task_timeout=args.task_timeout))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

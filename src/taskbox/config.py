@@ -49,8 +49,8 @@ class Config:
     rpc_max_calls: int = 1000
     log_level: int = logging.INFO
     log_format: LogFormat = "text"
-    health: HealthConfig = HealthConfig()
-    limits: Limits = Limits()
+    health: HealthConfig = field(default_factory=HealthConfig)
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def broker_host_port(self) -> str:
@@ -203,7 +203,7 @@ class _Reader:
         return tuple(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))
 
     def allowlist(self, name: str) -> tuple[str, ...]:
-        from taskbox.policy import parse_allowlist  # noqa: PLC0415 - one parser for both sides
+        from taskbox.policy import parse_allowlist
 
         try:
             return parse_allowlist(self.get(name) or "", name)

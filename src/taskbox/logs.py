@@ -16,7 +16,7 @@ import orjson
 __all__ = ["setup_logging", "task_extra"]
 
 _EXTRA_KEYS = ("task_id", "workflow_id", "workflow_name", "node_id", "node_name",
-               "duration_ms", "event", "runner_id")
+               "duration_ms", "runner_id")
 
 
 def task_extra(**fields: Any) -> dict[str, Any]:
@@ -34,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             "event": getattr(record, "event", None) or record.getMessage(),
             "message": record.getMessage(),
         }
-        for key in _EXTRA_KEYS[:-2] + ("runner_id",):
+        for key in _EXTRA_KEYS:
             value = getattr(record, key, None)
             if value is not None:
                 out[key] = value

@@ -10,7 +10,14 @@ import urllib.request
 from typing import Any
 
 from taskbox.broker import EmbeddedBroker
-from tests.integration.conftest import AUTH, InProcess, runner_env, settings, start_runner, stop_runner
+from tests.integration.conftest import (
+    AUTH,
+    InProcess,
+    runner_env,
+    settings,
+    start_runner,
+    stop_runner,
+)
 
 BUSY = "import time\nt = time.time()\nwhile time.time() - t < {s}:\n    pass\nreturn [{{'json': {{'done': True}}}}]"
 
@@ -93,7 +100,7 @@ async def test_task_timeout_gives_clear_error(broker: EmbeddedBroker) -> None:
 
 
 async def test_drain_finishes_running_task_then_closes(broker: EmbeddedBroker) -> None:
-    runner, serving = await start_runner(broker)
+    _, serving = await start_runner(broker)
     pending = asyncio.create_task(broker.submit(settings(BUSY.format(s=1))))
     await broker.wait_for_event(lambda e: e[3].get("type") == "broker:tasksettings")
     await broker.drain()

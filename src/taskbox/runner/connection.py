@@ -8,6 +8,7 @@ raises ConnectionClosed; the lifecycle decides whether to reconnect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -83,8 +84,6 @@ class Connection:
         raise exc
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        try:
+        with contextlib.suppress(OSError, WsClosed):
             await self.ws.close(code, reason)
-        except (OSError, WsClosed):
-            pass
         self.broken = True

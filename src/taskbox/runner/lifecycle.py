@@ -73,7 +73,7 @@ class Runner:
         self.config = config
         self.handle_signals = handle_signals
         if executor is None:
-            from taskbox.executor import Executor  # noqa: PLC0415 - heavy, import on use
+            from taskbox.executor import Executor
 
             executor = Executor(config.limits, config.max_concurrency,
                                 logging.getLogger("taskbox.executor"))
@@ -423,7 +423,7 @@ class Runner:
             self.conn.proto.stop_offering()  # accepts racing the shutdown are rejected
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)

@@ -49,7 +49,7 @@ def _post_auth(url: str, auth_token: str, timeout: float) -> str:
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             data = orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
