@@ -285,7 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # workers' garbage collector from touching (and so copying) those pages.
     gc.collect()
     gc.freeze()
-    zygote.send({"t": "ready", "pid": os.getpid(), "layers": probed})
+    # Report what workers get: a network namespace is probed but never applied
+    # (seccomp and Landlock already cut the network; see confine.Confinement.apply).
+    applied = {name: ok for name, ok in probed.items() if name != "netns"}
+    zygote.send({"t": "ready", "pid": os.getpid(), "layers": applied})
     zygote.serve()
 
 

@@ -22,7 +22,7 @@ __all__ = ["SECRET_VARS", "Config", "HealthConfig", "LogFormat"]
 LogFormat = Literal["text", "json"]
 SECRET_VARS = ("N8N_RUNNERS_GRANT_TOKEN", "N8N_RUNNERS_AUTH_TOKEN")
 PIPE_MSG_MAX_SIZE = 2**32 - 1
-KNOWN_LAYERS = ("rlimits", "prctl", "setuid", "landlock", "seccomp", "netns")
+KNOWN_LAYERS = ("rlimits", "prctl", "setuid", "landlock", "seccomp")
 
 
 @dataclass(frozen=True, slots=True)
