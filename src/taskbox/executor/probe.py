@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import stat
+import sysconfig
 from collections.abc import Iterable, Mapping
 
-__all__ = ["LAYER_NAMES", "describe_layers", "missing_layers", "set_dumpable"]
+__all__ = ["LAYER_NAMES", "describe_layers", "missing_layers", "set_dumpable",
+           "unreadable_for"]
 
 #: The layers ``confine.probe()`` reports, in the order they are applied.
 LAYER_NAMES: tuple[str, ...] = ("rlimits", "prctl", "setuid", "landlock", "seccomp", "netns")
@@ -48,3 +52,29 @@ def describe_layers(layers: Mapping[str, bool]) -> str:
     active = [n for n in known if layers[n]]
     missing = [n for n in known if not layers[n]]
     return f"active: {', '.join(active) or 'none'}; missing: {', '.join(missing) or 'none'}"
+
+
+def unreadable_for(uid: int, gid: int, path: str | None = None) -> str | None:
+    """The first directory on the way to the stdlib that ``uid`` cannot enter.
+
+    Workers drop to ``uid`` when the runner is root; if the interpreter lives in a
+    private home (pyenv under /root, mode 0700) they can only use modules the zygote
+    preloaded, and every lazy import fails with ModuleNotFoundError.
+    """
+    target = os.path.realpath(path or sysconfig.get_paths()["stdlib"])
+    current = "/"
+    for part in [p for p in target.split("/") if p]:
+        current = os.path.join(current, part)
+        try:
+            st = os.stat(current)
+        except OSError:
+            return current
+        if st.st_uid == uid:
+            bits = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bits = stat.S_IXGRP
+        else:
+            bits = stat.S_IXOTH
+        if not st.st_mode & bits:
+            return current
+    return None
