@@ -1,0 +1,487 @@
+"""``make bench``: taskbox's performance table (issue 3).
+
+Everything runs on loopback: the embedded broker lives in this process and the runner
+is a real ``taskbox`` subprocess (runner -> zygote -> workers), started exactly as
+n8n's launcher would start it. Every time below is taken on the broker side with
+``time.monotonic()``; "accept -> done" is ``runner:taskaccepted`` arriving to the
+outcome being decided, the span n8n-python-runner.md §10 measures for n8n's runner.
+
+Prints a markdown table (measured value, target, pass/fail) on stdout; progress and
+notes go to stderr. ``--quick`` runs a smaller version of every row. The process exits
+0 whatever the numbers are: the machine this runs on is shared and noisy, so a missed
+target is something to read, not a build failure (tests never assert timings).
+
+Run it with ``make bench`` or ``.venv/bin/python bench/bench.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from taskbox.broker import EmbeddedBroker, TaskOutcome
+
+AUTH_TOKEN = "bench-auth-token"
+TRIVIAL = "return [{'json': {'ok': True}}]"
+STOP_TIMEOUT = 10.0  # seconds a runner gets to exit after SIGTERM
+IDLE_TIMEOUT = 10.0  # seconds to wait for the worker pool to refill
+SUBMIT_TIMEOUT = 60.0
+
+# Targets from issue 3 (n8n's own runner: n8n-python-runner.md §10).
+TARGET_P50_MS = 3.0
+TARGET_TPUT_8 = 400.0
+TARGET_COLD_MS = 120.0
+TARGET_10K_MS = 50.0
+TARGET_IDLE_MB = 80.0
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds only the table."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def settings(code: str, items: list[dict[str, Any]] | None = None, *,
+             each: bool = False) -> dict[str, Any]:
+    """Code-node settings as n8n sends them."""
+    return {
+        "code": code,
+        "nodeMode": "runOnceForEachItem" if each else "runOnceForAllItems",
+        "continueOnFail": False,
+        "items": items or [],
+        "workflowMode": "manual", "nodeName": "Python", "workflowName": "bench",
+    }
+
+
+def small_items(n: int) -> list[dict[str, Any]]:
+    """``n`` small items, like a typical Code-node input."""
+    return [{"json": {"id": i, "name": f"item {i}", "value": i * 1.5, "ok": i % 2 == 0},
+             "pairedItem": {"item": i}} for i in range(n)]
+
+
+def accept_to_done_ms(out: TaskOutcome) -> float:
+    """Broker-side ``runner:taskaccepted`` -> outcome, in ms."""
+    if out.status != "done" or out.accepted_at is None:
+        raise RuntimeError(f"task {out.task_id} failed: {out.error!r}")
+    return (out.done_at - out.accepted_at) * 1000
+
+
+def runner_command() -> list[str]:
+    """The ``taskbox`` console script next to this interpreter (as a launcher runs it)."""
+    script = Path(sys.executable).parent / "taskbox"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "taskbox"]
+
+
+# --------------------------------------------------------------------------- runner
+
+
+@dataclass
+class RunnerProcess:
+    """One ``taskbox`` subprocess in its own session; its stderr goes to a file."""
+
+    proc: subprocess.Popen[bytes]
+    runner_id: str
+    started_at: float
+    stderr: IO[bytes]
+    descendants: set[int] = field(default_factory=set)
+
+    @classmethod
+    def spawn(cls, broker: EmbeddedBroker, runner_id: str, concurrency: int,
+              **extra: str) -> RunnerProcess:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("N8N_", "TASKBOX_"))}
+        env.update({
+            "N8N_RUNNERS_TASK_BROKER_URI": broker.uri,
+            "N8N_RUNNERS_GRANT_TOKEN": broker.mint_grant_token(),
+            "N8N_RUNNERS_ID": runner_id,
+            "N8N_RUNNERS_MAX_CONCURRENCY": str(concurrency),
+            "N8N_RUNNERS_LAUNCHER_LOG_LEVEL": "warning",
+            "N8N_RUNNERS_TASK_TIMEOUT": "60",
+        })
+        env.update(extra)
+        # Closed by close(), after the runner has exited.
+        stderr = tempfile.TemporaryFile(prefix=f"taskbox-{runner_id}-")  # noqa: SIM115
+        started = time.monotonic()
+        proc = subprocess.Popen(runner_command(), env=env, stdin=subprocess.DEVNULL,
+                                stdout=stderr, stderr=stderr, start_new_session=True)
+        return cls(proc, runner_id, started, stderr)
+
+    def tree(self) -> list[psutil.Process]:
+        """The runner and every descendant alive now (remembered for ``stop``)."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        self.descendants.update(p.pid for p in procs[1:])
+        return procs
+
+    def stop(self) -> list[int]:
+        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT``; returns pids of the tree still alive.
+
+        Anything of the tree left after a grace period is killed by pid (psutil checks
+        the process start time, so a recycled pid is never hit).
+        """
+        self.tree()
+        known = [psutil.Process(pid) for pid in self.descendants if psutil.pid_exists(pid)]
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(STOP_TIMEOUT)
+        _, alive = psutil.wait_procs(known, timeout=3.0)
+        leftover = [p.pid for p in alive]
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=3.0)
+        return leftover
+
+    def log_tail(self, lines: int = 20) -> str:
+        self.stderr.seek(0)
+        return "\n".join(self.stderr.read().decode(errors="replace").splitlines()[-lines:])
+
+    def close(self) -> None:
+        self.stderr.close()
+
+
+async def wait_idle(runner: RunnerProcess, workers: int, timeout: float = IDLE_TIMEOUT) -> int:
+    """Wait until the zygote holds ``workers`` ready workers; returns the count seen."""
+    deadline = time.monotonic() + timeout
+    count = -1
+    while time.monotonic() < deadline:
+        count = len(runner.tree()) - 2  # minus the runner and the zygote
+        if count == workers:
+            return count
+        await asyncio.sleep(0.05)
+    return count
+
+
+@dataclass(frozen=True)
+class Memory:
+    rss: int
+    uss: int
+    pss: int
+    processes: int
+
+
+def tree_memory(procs: Sequence[psutil.Process]) -> Memory:
+    """Sum RSS, USS and PSS over ``procs`` (``/proc/<pid>/smaps_rollup``)."""
+    rss = uss = pss = count = 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+        except psutil.NoSuchProcess:
+            continue
+        rss, uss, pss, count = rss + info.rss, uss + info.uss, pss + info.pss, count + 1
+    return Memory(rss, uss, pss, count)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    what: str
+    measured: str
+    target: str = ""
+    ok: bool | None = None
+
+    def cells(self) -> list[str]:
+        verdict = "" if self.ok is None else ("pass" if self.ok else "**miss**")
+        return [self.what, self.measured, self.target, verdict]
+
+
+@dataclass
+class Plan:
+    latency_tasks: int
+    warmup: int
+    tput_tasks: int
+    tput_rounds: int
+    cold_starts: int
+    big_runs: int
+    pass_runs: int
+
+
+FULL = Plan(latency_tasks=500, warmup=50, tput_tasks=1000, tput_rounds=3, cold_starts=5,
+            big_runs=5, pass_runs=20)
+QUICK = Plan(latency_tasks=150, warmup=20, tput_tasks=200, tput_rounds=1, cold_starts=3,
+             big_runs=3, pass_runs=10)
+
+
+def python_pass_ms(runs: int) -> float:
+    """Median wall time of ``python -c pass`` (this interpreter), start to exit."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+async def throughput(broker: EmbeddedBroker, tasks: int, concurrency: int) -> float:
+    """Tasks/s with ``concurrency`` submits in flight, ``tasks`` in total."""
+    todo = iter(range(tasks))
+    failures: list[TaskOutcome] = []
+    task = settings(TRIVIAL)
+
+    async def client() -> None:
+        for _ in todo:
+            out = await broker.submit(task, timeout=SUBMIT_TIMEOUT)
+            if out.status != "done":
+                failures.append(out)
+
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} task(s) failed, first: {failures[0].error!r}")
+    return tasks / elapsed
+
+
+async def timed_task(broker: EmbeddedBroker, task: dict[str, Any], runs: int,
+                     check: Callable[[Any], bool]) -> float:
+    """Median accept -> done (ms) of ``runs`` runs of ``task``; ``check`` vets the result."""
+    times = []
+    for _ in range(runs):
+        out = await broker.submit(task, timeout=SUBMIT_TIMEOUT)
+        ms = accept_to_done_ms(out)
+        if not check(out.result):
+            raise RuntimeError(f"unexpected result from {task['code']!r}")
+        times.append(ms)
+    return statistics.median(times)
+
+
+def _first_offer(runner_id: str) -> Callable[[tuple[float, str, str, dict[str, Any]]], bool]:
+    def predicate(event: tuple[float, str, str, dict[str, Any]]) -> bool:
+        return event[1] == runner_id and event[2] == "in" \
+            and event[3].get("type") == "runner:taskoffer"
+    return predicate
+
+
+async def cold_start(broker: EmbeddedBroker, starts: int) -> tuple[float, float]:
+    """Median (ms) of process start -> first ``runner:taskoffer``, and -> first task done."""
+    to_offer: list[float] = []
+    to_done: list[float] = []
+    for i in range(starts):
+        runner = RunnerProcess.spawn(broker, f"bench-cold-{i}", 5)
+        try:
+            event = await broker.wait_for_event(_first_offer(runner.runner_id), timeout=20.0)
+            to_offer.append((event[0] - runner.started_at) * 1000)
+            out = await broker.submit(settings(TRIVIAL), timeout=SUBMIT_TIMEOUT)
+            accept_to_done_ms(out)
+            to_done.append((out.done_at - runner.started_at) * 1000)
+        finally:
+            runner.stop()
+            runner.close()
+        await _wait_gone(broker, runner.runner_id)
+        await asyncio.sleep(0.3)  # let the machine settle between starts
+    return statistics.median(to_offer), statistics.median(to_done)
+
+
+BINARY_PROBE = """\
+try:
+    ok = hasattr(_helpers, 'getBinaryDataBuffer')
+except NameError:
+    ok = False
+return [{'json': {'ok': ok}}]
+"""
+BINARY_TASK = """\
+buf = _helpers.getBinaryDataBuffer(0, 'data')
+return [{'json': {'size': len(buf)}}]
+"""
+
+
+async def binary_round_trip(broker: EmbeddedBroker, runs: int) -> Row:
+    """10 MB through ``helpers.getBinaryDataBuffer`` (issue 6), if the sandbox has it."""
+    what = "10 MB binary via `_helpers.getBinaryDataBuffer`, accept -> done"
+    probe = await broker.submit(settings(BINARY_PROBE), timeout=SUBMIT_TIMEOUT)
+    if probe.status != "done" or probe.result != [{"json": {"ok": True}}]:
+        return Row(what, "n/a (helpers not available)")
+    size = 10 * 1024 * 1024
+    blob = base64.b64encode(os.urandom(size)).decode()
+    item = {"json": {}, "binary": {"data": {"data": blob, "mimeType": "application/octet-stream",
+                                            "fileName": "blob.bin"}}}
+    task = settings(BINARY_TASK, [item])
+    times = []
+    for _ in range(runs):
+        out = await broker.submit(task, timeout=SUBMIT_TIMEOUT)
+        if out.status != "done":
+            return Row(what, f"error: {out.error!r}"[:120])
+        times.append(accept_to_done_ms(out))
+    return Row(what, f"{statistics.median(times):.0f} ms (median of {runs})")
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(plan: Plan) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    log("python -c pass ...")
+    pass_ms = python_pass_ms(plan.pass_runs)
+
+    broker = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=AUTH_TOKEN,
+                            task_timeout=SUBMIT_TIMEOUT, rate_limit=None)
+    await broker.start()
+    try:
+        log("cold starts ...")
+        cold_offer, cold_done = await cold_start(broker, plan.cold_starts)
+
+        tputs: dict[int, float] = {}
+        latencies: list[float] = []
+        submit_latencies: list[float] = []
+        big_ms = each_ms = 0.0
+        memory: Memory | None = None
+        idle_workers = -1
+        binary = Row("10 MB binary via helpers", "n/a (helpers not available)")
+        for concurrency in (1, 4, 8):
+            runner = RunnerProcess.spawn(broker, f"bench-c{concurrency}", concurrency)
+            try:
+                await broker.wait_for_runners(1, timeout=20.0)
+                await throughput(broker, plan.warmup, concurrency)
+                if concurrency == 1:
+                    log(f"latency: {plan.latency_tasks} trivial tasks at concurrency 1 ...")
+                    for _ in range(plan.latency_tasks):
+                        out = await broker.submit(settings(TRIVIAL), timeout=SUBMIT_TIMEOUT)
+                        latencies.append(accept_to_done_ms(out))
+                        submit_latencies.append((out.done_at - out.submitted_at) * 1000)
+                    log("10,000-item and 1,000-item per-item tasks ...")
+                    big = settings("return _items", small_items(10_000))
+                    big_ms = await timed_task(broker, big, plan.big_runs,
+                                              lambda r: isinstance(r, list) and len(r) == 10_000)
+                    each = settings("_item['json']['double'] = _item['json']['id'] * 2\n"
+                                    "return _item", small_items(1_000), each=True)
+                    each_ms = await timed_task(broker, each, plan.big_runs,
+                                               lambda r: isinstance(r, list) and len(r) == 1_000)
+                    log("binary helper probe ...")
+                    binary = await binary_round_trip(broker, plan.big_runs)
+                rounds = []
+                for _ in range(plan.tput_rounds):
+                    log(f"throughput: {plan.tput_tasks} tasks at concurrency {concurrency} ...")
+                    rounds.append(await throughput(broker, plan.tput_tasks, concurrency))
+                tputs[concurrency] = statistics.median(rounds)
+                if concurrency == 8:
+                    idle_workers = await wait_idle(runner, concurrency + 1)
+                    await asyncio.sleep(0.5)
+                    memory = tree_memory(runner.tree())
+            except BaseException:
+                log(f"runner {runner.runner_id} log tail:\n{runner.log_tail()}")
+                raise
+            finally:
+                leftover = runner.stop()
+                if leftover:
+                    notes.append(f"runner {runner.runner_id}: killed leftover pids {leftover}")
+                runner.close()
+                with contextlib.suppress(TimeoutError):
+                    await _wait_gone(broker, runner.runner_id)
+    finally:
+        await broker.aclose()
+
+    p50 = percentile(latencies, 50)
+    n = len(latencies)
+    rows.append(Row(f"trivial task, accept -> done, p50 (concurrency 1, n={n})",
+                    f"{p50:.2f} ms", f"<= {TARGET_P50_MS:g} ms", p50 <= TARGET_P50_MS))
+    rows.append(Row("trivial task, accept -> done, p95 / p99",
+                    f"{percentile(latencies, 95):.2f} / {percentile(latencies, 99):.2f} ms"))
+    rows.append(Row("trivial task, submit -> done, p50 (includes offer matching)",
+                    f"{percentile(submit_latencies, 50):.2f} ms"))
+    rounds_note = f"median of {plan.tput_rounds} x {plan.tput_tasks}" \
+        if plan.tput_rounds > 1 else f"{plan.tput_tasks} tasks"
+    for concurrency, value in tputs.items():
+        target = f">= {TARGET_TPUT_8:g}/s" if concurrency == 8 else ""
+        rows.append(Row(f"throughput, concurrency {concurrency} ({rounds_note})",
+                        f"{value:.0f} tasks/s", target,
+                        value >= TARGET_TPUT_8 if concurrency == 8 else None))
+    rows.append(Row(f"cold start: process start -> first `runner:taskoffer` "
+                    f"(median of {plan.cold_starts})",
+                    f"{cold_offer:.0f} ms", f"<= {TARGET_COLD_MS:g} ms",
+                    cold_offer <= TARGET_COLD_MS))
+    rows.append(Row("cold start: process start -> first trivial task done",
+                    f"{cold_done:.0f} ms"))
+    rows.append(Row(f"10,000-item all-items task (`return _items`), accept -> done "
+                    f"(median of {plan.big_runs})",
+                    f"{big_ms:.1f} ms", f"<= {TARGET_10K_MS:g} ms", big_ms <= TARGET_10K_MS))
+    rows.append(Row(f"1,000-item per-item task, accept -> done (median of {plan.big_runs})",
+                    f"{each_ms:.1f} ms"))
+    if memory is not None:
+        mib = 1024 * 1024
+        pss_mb = memory.pss / mib
+        rows.append(Row(f"idle memory at concurrency 8, PSS sum ({memory.processes} processes: "
+                        f"runner + zygote + {idle_workers} ready workers)",
+                        f"{pss_mb:.1f} MiB", f"<= {TARGET_IDLE_MB:g} MB", pss_mb <= TARGET_IDLE_MB))
+        rows.append(Row("idle memory at concurrency 8, USS sum / RSS sum",
+                        f"{memory.uss / mib:.1f} / {memory.rss / mib:.1f} MiB"))
+    rows.append(Row("trivial p50 / `python -c pass` (median start+exit "
+                    f"{pass_ms:.1f} ms, n={plan.pass_runs})",
+                    f"{p50 / pass_ms:.3f}x"))
+    rows.append(binary)
+    return rows, notes
+
+
+async def _wait_gone(broker: EmbeddedBroker, runner_id: str) -> None:
+    async with asyncio.timeout(5.0):
+        while runner_id in broker.runner_ids:
+            await asyncio.sleep(0.02)
+
+
+def render(rows: Sequence[Row]) -> str:
+    header = ["what", "measured", "target", "result"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(row.cells()) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a smaller run of every row")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    rows, notes = asyncio.run(run(plan))
+    elapsed = time.monotonic() - started
+    load_after = os.getloadavg()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"taskbox bench{' --quick' if args.quick else ''}, {stamp}; "
+          f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{platform.system()} {platform.release()}")
+    print(f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/"
+          f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/"
+          f"{load_after[2]:.2f}; run took {elapsed:.0f} s")
+    print()
+    print(render(rows))
+    for note in notes:
+        print(f"\nnote: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
