@@ -8,7 +8,8 @@
     │   └── RemoteProtocolError     (sans-I/O) the broker sent something we cannot use
     ├── InvalidTransition           (sans-I/O) an event not allowed in a task's state
     ├── ConnectionClosed            the websocket broke, or we closed it
-    │   └── AuthenticationFailed    401/403 at the upgrade, or closed before inforequest
+    │   └── AuthenticationFailed    the broker refused our auth or grant token
+    │       └── GrantRejected       401/403 at the upgrade, or closed before inforequest
     ├── TaskError                   a task failed after it was accepted
     │   ├── TaskTimeout
     │   ├── TaskCancelled
@@ -28,6 +29,7 @@ __all__ = [
     "AuthenticationFailed",
     "ConfigError",
     "ConnectionClosed",
+    "GrantRejected",
     "InvalidTransition",
     "LimitExceeded",
     "LocalProtocolError",
@@ -75,6 +77,10 @@ class ConnectionClosed(TaskboxError):
 
 class AuthenticationFailed(ConnectionClosed):
     """The broker refused the grant token; retrying with it cannot succeed."""
+
+
+class GrantRejected(AuthenticationFailed):
+    """The grant token was refused; with the auth token a fresh one can be minted."""
 
 
 class TaskError(TaskboxError):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import hmac
 import logging
 import secrets
@@ -57,10 +56,9 @@ from taskbox.protocol.messages import (
     InfoRequest,
     RpcResponse,
     RunnerInfo,
-    RunnerMessage,
     TaskSettings,
 )
-from taskbox.protocol.serde import dumps_json, parse_broker, parse_runner, serialize
+from taskbox.protocol.serde import dumps_json, parse_broker, parse_runner, serialize, to_wire
 
 from .grants import GrantStore
 from .helpers import OFFLOAD_THRESHOLD, call_helper
@@ -199,29 +197,6 @@ class _RateLimiter:
         if len(self._windows) > 10_000:  # forget idle clients
             self._windows = {k: v for k, v in self._windows.items() if now - v[0] < 1.0}
         return True
-
-
-_CAMEL_CACHE: dict[str, str] = {}
-
-
-def _camel(name: str) -> str:
-    # Only for the ``events`` log view; the wire itself is written by serde.
-    cached = _CAMEL_CACHE.get(name)
-    if cached is None:
-        head, *rest = name.split("_")
-        cached = _CAMEL_CACHE[name] = head + "".join(p.title() for p in rest)
-    return cached
-
-
-def _wire_view(msg: BrokerMessage | RunnerMessage) -> dict[str, Any]:
-    """The message as a wire-shaped dict (camelCase), sharing its values (no copies)."""
-    view: dict[str, Any] = {"type": msg.TYPE}
-    for f in dataclasses.fields(msg):
-        value = getattr(msg, f.name)
-        if value is None and f.name == "data":
-            continue
-        view[_camel(f.name)] = value
-    return view
 
 
 def _preview(raw: bytes | str) -> dict[str, Any]:
@@ -645,7 +620,7 @@ class EmbeddedBroker:
         if parsed is None:  # unknown type: ignored (protocol.md §12)
             self._record(conn.runner_id, "in", _preview(raw))
             return
-        self._record(conn.runner_id, "in", _wire_view(parsed))
+        self._record(conn.runner_id, "in", to_wire(parsed))
         if conn.lost:
             return
         if not conn.registered:
@@ -756,7 +731,7 @@ class EmbeddedBroker:
                 except LocalProtocolError as exc:
                     self._unsendable(item, exc)
                     continue
-                self._record(conn.runner_id, "out", _wire_view(item))
+                self._record(conn.runner_id, "out", to_wire(item))
                 await ws.send_frame(frame, WSMsgType.TEXT)
         except (ConnectionError, RuntimeError) as exc:
             logger.debug("Write to runner %s failed: %s", conn.runner_id, exc)
@@ -770,7 +745,7 @@ class EmbeddedBroker:
             parsed = parse_broker(data) if len(data) <= OFFLOAD_THRESHOLD else None
         except RemoteProtocolError:
             parsed = None
-        return _wire_view(parsed) if parsed is not None else _preview(data)
+        return to_wire(parsed) if parsed is not None else _preview(data)
 
     def _unsendable(self, item: BrokerMessage, exc: LocalProtocolError) -> None:
         now = self._clock()

@@ -21,7 +21,7 @@ from taskbox.protocol.messages import (
     RunnerMessage,
 )
 
-__all__ = ["dumps_json", "parse_broker", "parse_runner", "serialize"]
+__all__ = ["dumps_json", "parse_broker", "parse_runner", "serialize", "to_wire"]
 
 M = TypeVar("M")
 
@@ -34,9 +34,15 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_CAMEL: dict[str, str] = {}
+
+
 def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
+    cached = _CAMEL.get(name)
+    if cached is None:
+        head, *rest = name.split("_")
+        cached = _CAMEL[name] = head + "".join(part.title() for part in rest)
+    return cached
 
 
 # type string -> (class, [(snake, camel, expected python type or None, required)])
@@ -115,19 +121,24 @@ def dumps_json(value: Any) -> bytes:
     return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
+def to_wire(msg: BrokerMessage | RunnerMessage) -> dict[str, Any]:
+    """The message as a wire-shaped dict (camelCase keys), sharing its values."""
+    out: dict[str, Any] = {"type": msg.TYPE}
+    for f in dataclasses.fields(msg):
+        value = getattr(msg, f.name)
+        if value is None and f.name == "data":
+            continue  # logNodeOutput answers carry no data (protocol.md §5)
+        out[_camel(f.name)] = value
+    return out
+
+
 def serialize(msg: BrokerMessage | RunnerMessage, max_size: int | None = None) -> bytes:
     """Encode one message as a JSON frame.
 
     Raises:
         LocalProtocolError: the frame would exceed ``max_size`` bytes.
     """
-    out: dict[str, Any] = {"type": msg.TYPE}
-    for f in dataclasses.fields(msg):
-        value = getattr(msg, f.name)
-        if value is None and f.name == "data":
-            continue
-        out[_camel(f.name)] = value
-    frame = dumps_json(out)
+    frame = dumps_json(to_wire(msg))
     if max_size is not None and len(frame) > max_size:
         raise LocalProtocolError(
             f"{msg.TYPE} frame is {len(frame)} bytes, over the {max_size} byte limit")

@@ -22,7 +22,12 @@ from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.exceptions import InvalidStatus
 
 from taskbox.config import Config
-from taskbox.errors import AuthenticationFailed, ConnectionClosed, RemoteProtocolError
+from taskbox.errors import (
+    AuthenticationFailed,
+    ConnectionClosed,
+    GrantRejected,
+    RemoteProtocolError,
+)
 from taskbox.executor.task import PrintSink, RpcCall, TaskOutcome, TaskSpec, failure
 from taskbox.policy import SecurityPolicy
 from taskbox.protocol import messages as m
@@ -56,6 +61,9 @@ CANCELLED_MESSAGE = "Task was cancelled"
 class ExecutorLike(Protocol):
     layers: dict[str, bool]
 
+    @property
+    def ready_workers(self) -> int: ...
+
     async def start(self) -> dict[str, bool]: ...
     async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: RpcCall) -> TaskOutcome: ...
     async def aclose(self) -> None: ...
@@ -80,7 +88,9 @@ class Runner:
         self.executor = executor
         self.policy = SecurityPolicy.from_limits(config.limits)
         self.runner_id = config.runner_id or new_id()
-        self.metrics = Metrics()
+        # Gauges read at scrape time: the pool and the layers change after a zygote restart.
+        self.metrics = Metrics(ready_workers=lambda: self.executor.ready_workers,
+                               layers=lambda: self.executor.layers)
         self.conn: Connection | None = None
         self.health: HealthServer | None = None
         self._runs: dict[str, asyncio.Task[Any]] = {}  # task id -> executor.run()
@@ -133,29 +143,22 @@ class Runner:
         deadline = time.monotonic() + self.config.connect_timeout
         auth_retries = 0
         while not self._stopping:
-            if token is None:
-                if not self.config.auth_token:
-                    log.error("connection to the broker lost and no N8N_RUNNERS_AUTH_TOKEN to "
-                              "mint a new grant token; exiting so the launcher restarts us")
-                    return EXIT_ERROR
-                try:
+            try:
+                if token is None:
+                    if not self.config.auth_token:
+                        log.error("connection to the broker lost and no N8N_RUNNERS_AUTH_TOKEN "
+                                  "to mint a new grant token; exiting so the launcher restarts us")
+                        return EXIT_ERROR
                     token = await mint_grant_token(self.config.broker_host_port,
                                                    self.config.auth_token)
-                except AuthenticationFailed as exc:
-                    log.error("Authentication failed: %s", exc)
-                    return EXIT_AUTH
-                except (OSError, TimeoutError, ConnectionClosed) as exc:
-                    if not await self._retry_wait(exc, delays, deadline):
-                        return EXIT_ERROR
-                    continue
-            try:
                 ws = await self._connect(token)
                 token = None  # grant tokens are single-use
                 await self._session(ws)
             except AuthenticationFailed as exc:
                 token = None
                 auth_retries += 1
-                if self.config.auth_token and auth_retries <= 3:
+                if (isinstance(exc, GrantRejected) and self.config.auth_token
+                        and auth_retries <= 3):
                     log.warning("%s; minting a new grant token", exc)
                     continue
                 log.error("Authentication failed: %s", exc)
@@ -197,7 +200,7 @@ class Runner:
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
-                raise AuthenticationFailed(
+                raise GrantRejected(
                     f"the broker refused the grant token (HTTP {status} at /runners/_ws)"
                 ) from exc
             if status == 429:
@@ -212,6 +215,7 @@ class Runner:
         offers = asyncio.create_task(self._offer_loop(conn))
         stopper = asyncio.create_task(self._stop_watch(conn))
         got_info_request = False
+        closed: BaseException | None = None
         try:
             async for raw in ws:
                 try:
@@ -227,8 +231,10 @@ class Runner:
                 proto.receive_message(msg, conn.now())
                 await conn.flush()
                 self._handle_events(conn, proto.events_received())
-        except (WsClosed, ConnectionClosed):
-            pass
+        except (WsClosed, ConnectionClosed) as exc:
+            # Keep websockets' own words, e.g. "sent 1009 (message too big)" for a frame
+            # over N8N_RUNNERS_MAX_PAYLOAD, even when a send noticed the close first.
+            closed = exc.__cause__ if isinstance(exc.__cause__, WsClosed) else exc
         finally:
             offers.cancel()
             stopper.cancel()
@@ -239,9 +245,9 @@ class Runner:
                 if run is not None:
                     run.cancel()
         if not got_info_request:
-            raise AuthenticationFailed("the broker closed the connection before "
+            raise GrantRejected("the broker closed the connection before "
                                        "broker:inforequest (grant token rejected?)")
-        log.info("connection closed (code %s)", ws.close_code)
+        log.info("connection closed (%s)", closed or f"code {ws.close_code}")
 
     async def _offer_loop(self, conn: Connection) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -325,7 +331,6 @@ class Runner:
         async def on_rpc(name: str, params: list[Any]) -> tuple[bool, Any]:
             nonlocal rpc_calls
             rpc_calls += 1
-            self.metrics.rpc_calls.labels(name=name).inc()
             if rpc_calls > self.config.rpc_max_calls:
                 return False, (f"Too many helper calls: the limit is {self.config.rpc_max_calls}"
                                " per task (TASKBOX_RPC_MAX_CALLS)")
