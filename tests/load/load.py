@@ -52,6 +52,7 @@ import asyncio
 import contextlib
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -67,7 +68,8 @@ import psutil
 
 from taskbox.broker import EmbeddedBroker, TaskOutcome
 
-__all__ = ["KINDS", "LoadReport", "Options", "main", "render", "run_load"]
+__all__ = ["KINDS", "NORMAL_KINDS", "WRONG_OUTCOMES", "LoadReport", "Options", "main", "render",
+           "run_load"]
 
 AUTH_TOKEN = "load-auth-token"
 KINDS = ("trivial", "items1k", "per_item", "failing", "prints", "memory", "timeout")
@@ -86,6 +88,7 @@ PER_ITEM = 20
 BIG = 1_000
 FD_SLACK = 4  # per tree: fds at the end may exceed the start by this much
 GROWTH_LIMIT = 0.10
+WRONG_OUTCOMES = "outcome(s) not as expected"  # the failure line for wrong outcomes
 STOP_TIMEOUT = 10.0
 IDLE_TIMEOUT = 15.0
 EVENTS_LIMIT = 1_000_000  # the log is drained every DRAIN_INTERVAL; never near this
@@ -108,6 +111,7 @@ class Options:
     deadline: float = 1800.0  # seconds for the whole run, start to stop
     log_level: str = "warning"  # the runners' N8N_RUNNERS_LAUNCHER_LOG_LEVEL
     keep_logs: str | None = None  # directory to copy the runners' logs into
+    runner_command: tuple[str, ...] = ()  # default: the taskbox script next to python
 
     @property
     def warmup_tasks(self) -> int:
@@ -265,7 +269,8 @@ class RunnerProcess:
             "TASKBOX_MEMORY_LIMIT_MB": str(opts.memory_limit_mb),
         })
         script = Path(sys.executable).parent / "taskbox"
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "taskbox"]
+        command = list(opts.runner_command) or (
+            [str(script)] if script.exists() else [sys.executable, "-m", "taskbox"])
         # Closed by close(), after the runner has exited.
         stderr = tempfile.TemporaryFile(prefix=f"taskbox-{runner_id}-")  # noqa: SIM115
         proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=stderr,
@@ -513,8 +518,7 @@ def _check_outcomes(report: LoadReport, records: Sequence[Record]) -> None:
     if wrong:
         by_kind = Counter(r.kind for r in wrong)
         sample = "; ".join(f"#{r.index} {r.kind}: {r.problem}" for r in wrong[:5])
-        report.failures.append(f"{len(wrong)} outcome(s) not as expected {dict(by_kind)}: "
-                               f"{sample}")
+        report.failures.append(f"{len(wrong)} {WRONG_OUTCOMES} {dict(by_kind)}: {sample}")
 
 
 async def run_load(opts: Options) -> LoadReport:
@@ -688,6 +692,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                         help="seconds for the whole run")
     parser.add_argument("--log-level", default="warning", help="the runners' log level")
     parser.add_argument("--keep-logs", metavar="DIR", help="save the runners' logs in DIR")
+    parser.add_argument("--runner-command", default="",
+                        help="command line of a runner (default: the taskbox script)")
     args = parser.parse_args(argv)
     for name in ("tasks", "concurrency", "runners", "runner_concurrency"):
         if getattr(args, name) < 1:
@@ -696,7 +702,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    runner_concurrency=args.runner_concurrency, heavy_every=args.heavy_every,
                    timeout_every=args.timeout_every, warmup=args.warmup,
                    deadline=args.deadline, log_level=args.log_level,
-                   keep_logs=args.keep_logs)
+                   keep_logs=args.keep_logs,
+                   runner_command=tuple(shlex.split(args.runner_command)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
