@@ -24,6 +24,7 @@ import datetime as dt
 import math
 import os
 import platform
+import shlex
 import signal
 import statistics
 import subprocess
@@ -111,7 +112,7 @@ class RunnerProcess:
 
     @classmethod
     def spawn(cls, broker: EmbeddedBroker, runner_id: str, concurrency: int,
-              **extra: str) -> RunnerProcess:
+              command: Sequence[str] = (), **extra: str) -> RunnerProcess:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("N8N_", "TASKBOX_"))}
         env.update({
@@ -126,7 +127,7 @@ class RunnerProcess:
         # Closed by close(), after the runner has exited.
         stderr = tempfile.TemporaryFile(prefix=f"taskbox-{runner_id}-")  # noqa: SIM115
         started = time.monotonic()
-        proc = subprocess.Popen(runner_command(), env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(list(command) or runner_command(), env=env, stdin=subprocess.DEVNULL,
                                 stdout=stderr, stderr=stderr, start_new_session=True)
         return cls(proc, runner_id, started, stderr)
 
@@ -286,12 +287,13 @@ def _first_offer(runner_id: str) -> Callable[[tuple[float, str, str, dict[str, A
     return predicate
 
 
-async def cold_start(broker: EmbeddedBroker, starts: int) -> tuple[float, float]:
+async def cold_start(broker: EmbeddedBroker, starts: int,
+                     command: Sequence[str]) -> tuple[float, float]:
     """Median (ms) of process start -> first ``runner:taskoffer``, and -> first task done."""
     to_offer: list[float] = []
     to_done: list[float] = []
     for i in range(starts):
-        runner = RunnerProcess.spawn(broker, f"bench-cold-{i}", 5)
+        runner = RunnerProcess.spawn(broker, f"bench-cold-{i}", 5, command)
         try:
             event = await broker.wait_for_event(_first_offer(runner.runner_id), timeout=20.0)
             to_offer.append((event[0] - runner.started_at) * 1000)
@@ -342,7 +344,7 @@ async def binary_round_trip(broker: EmbeddedBroker, runs: int) -> Row:
 # --------------------------------------------------------------------------- main
 
 
-async def run(plan: Plan) -> tuple[list[Row], list[str]]:
+async def run(plan: Plan, command: Sequence[str] = ()) -> tuple[list[Row], list[str]]:
     rows: list[Row] = []
     notes: list[str] = []
     log("python -c pass ...")
@@ -353,7 +355,7 @@ async def run(plan: Plan) -> tuple[list[Row], list[str]]:
     await broker.start()
     try:
         log("cold starts ...")
-        cold_offer, cold_done = await cold_start(broker, plan.cold_starts)
+        cold_offer, cold_done = await cold_start(broker, plan.cold_starts, command)
 
         tputs: dict[int, float] = {}
         latencies: list[float] = []
@@ -363,7 +365,7 @@ async def run(plan: Plan) -> tuple[list[Row], list[str]]:
         idle_workers = -1
         binary = Row("10 MB binary via helpers", "n/a (helpers not available)")
         for concurrency in (1, 4, 8):
-            runner = RunnerProcess.spawn(broker, f"bench-c{concurrency}", concurrency)
+            runner = RunnerProcess.spawn(broker, f"bench-c{concurrency}", concurrency, command)
             try:
                 await broker.wait_for_runners(1, timeout=20.0)
                 await throughput(broker, plan.warmup, concurrency)
@@ -462,11 +464,15 @@ def render(rows: Sequence[Row]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a smaller run of every row")
+    parser.add_argument("--runner-command", default="",
+                        help="command line of the runner (default: the taskbox script), "
+                             "to compare builds")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     load_before = os.getloadavg()
     started = time.monotonic()
-    rows, notes = asyncio.run(run(plan))
+    command = shlex.split(args.runner_command)
+    rows, notes = asyncio.run(run(plan, command))
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -476,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/"
           f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/"
           f"{load_after[2]:.2f}; run took {elapsed:.0f} s")
+    if command:
+        print(f"runner command: {shlex.join(command)}")
     print()
     print(render(rows))
     for note in notes:
