@@ -51,7 +51,7 @@ E2E_CASES_DIR ?= ../shared/n8n-e2e/cases:e2e/cases
 E2E_TASK_TIMEOUT ?= 8
 
 e2e: install
-	test -d "$${N8N_E2E_HOME:-$$HOME/.cache/n8n-e2e}/n8n" || ../shared/n8n-e2e/install.sh
+	../shared/n8n-e2e/install.sh
 	N8N_E2E_CASES_DIR='$(E2E_CASES_DIR)' ../shared/n8n-e2e/run.sh $(BIN)/taskbox connect --task-timeout $(E2E_TASK_TIMEOUT)
 
 all: test bench security
