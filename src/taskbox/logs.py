@@ -15,8 +15,9 @@ import orjson
 
 __all__ = ["setup_logging", "task_extra"]
 
+#: ``extra=`` fields copied into JSON lines (``event`` names the line itself).
 _EXTRA_KEYS = ("task_id", "workflow_id", "workflow_name", "node_id", "node_name",
-               "duration_ms", "runner_id")
+               "outcome", "duration_ms", "runner_id")
 
 
 def task_extra(**fields: Any) -> dict[str, Any]:
@@ -25,6 +26,12 @@ def task_extra(**fields: Any) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, event, message and task fields.
+
+    Only what the log call itself put in the message or in ``extra=`` is written; the
+    runner never passes tokens, code, items or prints to a log call.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))

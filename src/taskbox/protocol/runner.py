@@ -184,7 +184,7 @@ class RunnerProtocol:
     # -- internals -----------------------------------------------------------------
 
     def _reject(self, task_id: str, reason: str) -> None:
-        log.info("rejecting task %s: %s", task_id, reason)
+        log.info("rejecting task %s: %s", task_id, reason, extra={"task_id": task_id})
         self._out.append(m.TaskRejected(task_id, reason))
 
     def _accept(self, msg: m.TaskOfferAccept, now: float) -> None:
@@ -205,7 +205,8 @@ class RunnerProtocol:
     def _settings(self, msg: m.TaskSettings) -> None:
         state = self.tasks.get(msg.task_id)
         if state is None or state.status is not TaskStatus.WAITING_FOR_SETTINGS:
-            log.warning("settings for unknown or non-waiting task %s ignored", msg.task_id)
+            log.warning("settings for unknown or non-waiting task %s ignored", msg.task_id,
+                        extra={"task_id": msg.task_id})
             return
         self.tasks.apply(msg.task_id, TaskEvent.SETTINGS)
         state.settings = msg.settings
@@ -214,7 +215,8 @@ class RunnerProtocol:
     def _cancel(self, msg: m.TaskCancel, now: float) -> None:
         state = self.tasks.get(msg.task_id)
         if state is None:
-            log.debug("cancel for unknown task %s ignored", msg.task_id)
+            log.debug("cancel for unknown task %s ignored", msg.task_id,
+                      extra={"task_id": msg.task_id})
             return
         if state.status is TaskStatus.WAITING_FOR_SETTINGS:
             self.tasks.apply(msg.task_id, TaskEvent.CANCEL)

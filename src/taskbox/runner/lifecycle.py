@@ -286,7 +286,8 @@ class Runner:
                 self.metrics.offers_accepted.inc()
                 self._reset_idle()
             elif isinstance(event, CancelTask):
-                log.info("task %s cancelled by the broker: %s", event.task_id, event.reason)
+                log.info("task %s cancelled by the broker: %s", event.task_id, event.reason,
+                         extra={"task_id": event.task_id})
                 run = self._runs.get(event.task_id)
                 if run is not None:
                     run.cancel()
@@ -350,6 +351,8 @@ class Runner:
         if spec is not None:
             extra.update(workflow_id=spec.workflow_id, workflow_name=spec.workflow_name,
                          node_id=spec.node_id, node_name=spec.node_name)
+        log.debug("task %s started", task_id, extra={**extra, "event": "task_start"})
+        if spec is not None:
             outcome = precheck(spec, self.policy)
         if outcome is None and spec is not None:
             outcome = await self._run_sandboxed(spec, on_print, on_rpc)
@@ -366,7 +369,8 @@ class Runner:
             await conn.flush()
         log.info("task %s finished: %s in %.1f ms%s", task_id, outcome.kind, duration * 1000,
                  "" if sent else " (not reported: the broker already dropped it)",
-                 extra={**extra, "duration_ms": round(duration * 1000, 3), "event": "task_end"})
+                 extra={**extra, "duration_ms": round(duration * 1000, 3), "event": "task_end",
+                        "outcome": outcome.kind})
         self._reset_idle()
 
     async def _run_sandboxed(self, spec: TaskSpec, on_print: PrintSink,
@@ -382,7 +386,8 @@ class Runner:
                 raise
             return failure(spec, CANCELLED_MESSAGE, "TaskCancelled", kind="cancelled")
         except Exception as exc:  # the executor itself broke: still answer the task
-            log.exception("executor failed on task %s", spec.task_id)
+            log.exception("executor failed on task %s", spec.task_id,
+                          extra={"task_id": spec.task_id})
             return failure(spec, f"Internal error while running the task: {exc}",
                            type(exc).__name__, kind="error")
         finally:
