@@ -206,12 +206,33 @@ async def test_print_flood_is_cut(broker: EmbeddedBroker, code: str) -> None:
         await assert_serves(broker, runner)
 
 
-async def test_result_over_the_payload_limit(broker: EmbeddedBroker) -> None:
+@pytest.mark.parametrize(("size", "message"), [
+    # The worker measures its result before sending it.
+    (2_000_000, "Task result is too large: 2000019 bytes exceeds N8N_RUNNERS_MAX_PAYLOAD "
+                "(1048576 bytes)"),
+    # Fits in the worker's frame, but not once wrapped in runner:taskdone.
+    ((1 << 20) - 40, "Task result is too large for N8N_RUNNERS_MAX_PAYLOAD (1048576 bytes)"),
+], ids=["result", "taskdone-envelope"])
+async def test_result_over_the_payload_limit(broker: EmbeddedBroker, size: int,
+                                             message: str) -> None:
     async with serving(broker, N8N_RUNNERS_MAX_PAYLOAD=str(1 << 20)) as runner:
-        out = await broker.submit(settings("return [{'json': {'s': 'x' * 2_000_000}}]"))
+        out = await broker.submit(settings(f"return [{{'json': {{'s': 'x' * {size}}}}}]"))
         assert out.status == "error"
-        assert out.error["message"] == ("Task result is too large: 2000019 bytes exceeds "
-                                        "N8N_RUNNERS_MAX_PAYLOAD (1048576 bytes)")
+        assert out.error["message"] == message
+        assert broker.runner_ids == [runner.runner_id]  # no oversized frame reached the broker
+        await assert_serves(broker, runner)
+
+
+async def test_print_over_the_payload_limit_is_trimmed_not_fatal(broker: EmbeddedBroker) -> None:
+    # The print cap (1 MiB) is above a small payload limit: one big print must neither fail
+    # the task nor make the broker drop the runner.
+    async with serving(broker, N8N_RUNNERS_MAX_PAYLOAD=str(512 << 10)) as runner:
+        out = await broker.submit(settings(
+            "print('y' * 600_000)\nprint('small')\nreturn [{'json': {'n': 1}}]"))
+        assert out.status == "done", out.error
+        assert out.result == [{"json": {"n": 1}}]
+        assert out.prints == [["[Output truncated - print output too large]"], ["'small'"]]
+        assert broker.runner_ids == [runner.runner_id]
         await assert_serves(broker, runner)
 
 
@@ -222,12 +243,15 @@ async def test_connection_dropped_mid_task_with_auth_token_reconnects(
         broker: EmbeddedBroker) -> None:
     async with serving(broker, N8N_RUNNERS_AUTH_TOKEN=AUTH) as runner:
         pending, _ = await running(broker, BUSY.format(s=20))
+        worker = await busy_worker(runner)
         await broker.disconnect(runner.runner_id)
         out = await asyncio.wait_for(pending, 5)
         assert out.status == "error" and out.error["message"] == "Node execution failed"
+        # The broker failed the task, so the runner stops it: its worker is killed.
+        await asyncio.to_thread(worker.wait, 5)
         await broker.wait_for_runners(1, timeout=10)
         await assert_serves(broker, runner)
-        assert runner.executor.ready_workers >= 1
+        assert runner.metrics.registry.get_sample_value("taskbox_reconnects_total") == 1
 
 
 async def test_connection_dropped_mid_task_without_auth_token_exits_1(

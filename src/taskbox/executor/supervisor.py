@@ -304,7 +304,11 @@ class Executor:
                 await loop.sock_sendall(sock, items)
         except OSError:
             pass  # the worker died before reading; its exit status tells why
-        decoder = framing.FrameDecoder(self.limits.max_payload + _FRAME_SLACK)
+        # One print may be as large as the print cap, which can exceed max_payload (a
+        # small N8N_RUNNERS_MAX_PAYLOAD): such a print is no reason to fail the task; the
+        # connection trims the runner:rpc that would carry it (runner/connection.py).
+        decoder = framing.FrameDecoder(
+            max(self.limits.max_payload, self.limits.print_cap_bytes) + _FRAME_SLACK)
         try:
             while True:
                 try:
