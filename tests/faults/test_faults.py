@@ -57,6 +57,11 @@ async def assert_serves(broker: EmbeddedBroker, runner: Runner | None = None) ->
         assert out.runner_id == runner.runner_id
 
 
+def metric(runner: Runner, name: str, **labels: str) -> float:
+    """A sample from the runner's /metrics registry (0 when never set)."""
+    return runner.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 def of_type(broker: EmbeddedBroker, direction: str, kind: str) -> list[dict[str, Any]]:
     return [msg for _, _, d, msg in broker.events if d == direction and msg.get("type") == kind]
 
@@ -106,6 +111,7 @@ async def test_worker_sigkilled_from_outside(broker: EmbeddedBroker) -> None:
         assert out.status == "error"
         assert out.error["message"] == "Task process was killed by signal SIGKILL"
         await assert_serves(broker, runner)
+        assert metric(runner, "taskbox_worker_kills_total", cause="signal") == 1
 
 
 async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
@@ -151,6 +157,7 @@ async def test_zygote_killed_mid_task(broker: EmbeddedBroker,
             assert out.error["message"] == ("The sandbox crashed while the task was running "
                                             "(the sandbox process died); the task did not finish")
         await assert_serves(broker, runner)
+        assert metric(runner, "taskbox_worker_kills_total", cause="signal") == 2
         new = runner.executor.zygote_pid  # type: ignore[attr-defined]
         assert new is not None and new != old
         assert not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie"
@@ -171,6 +178,7 @@ async def test_memory_bomb(broker: EmbeddedBroker, code: str) -> None:
         assert out.status == "error"
         assert out.error["message"] == "Task exceeded the memory limit of 128 MiB"
         await assert_serves(broker, runner)
+        assert metric(runner, "taskbox_worker_kills_total", cause="memory") == 1
 
 
 async def test_fork_bomb(broker: EmbeddedBroker) -> None:
@@ -190,6 +198,7 @@ async def test_infinite_loop_times_out(broker: EmbeddedBroker) -> None:
         assert out.error["message"] == "Task execution timed out after 1 second"
         assert time.monotonic() - started < 5
         await assert_serves(broker, runner)
+        assert metric(runner, "taskbox_worker_kills_total", cause="timeout") == 1
 
 
 @pytest.mark.parametrize("code", [
@@ -251,7 +260,7 @@ async def test_connection_dropped_mid_task_with_auth_token_reconnects(
         await asyncio.to_thread(worker.wait, 5)
         await broker.wait_for_runners(1, timeout=10)
         await assert_serves(broker, runner)
-        assert runner.metrics.registry.get_sample_value("taskbox_reconnects_total") == 1
+        assert metric(runner, "taskbox_reconnects_total") == 1
 
 
 async def test_connection_dropped_mid_task_without_auth_token_exits_1(
@@ -274,15 +283,17 @@ async def test_broker_restarted_on_the_same_port() -> None:
     try:
         async with serving(first, N8N_RUNNERS_AUTH_TOKEN=AUTH) as runner:
             pending, _ = await running(first, BUSY.format(s=20))
+            worker = await busy_worker(runner)
             await first.aclose()
             out = await asyncio.wait_for(pending, 5)
             assert out.status == "error"
             assert out.error == {"message": "Node execution failed",
                                  "description": "The task broker is shutting down"}
+            await asyncio.to_thread(worker.wait, 5)  # the failed task's worker is killed
             await second.start()
             await second.wait_for_runners(1, timeout=15)
             await assert_serves(second, runner)
-            assert runner.metrics.registry.get_sample_value("taskbox_reconnects_total") == 1
+            assert metric(runner, "taskbox_reconnects_total") == 1
     finally:
         await first.aclose()
         await second.aclose()
@@ -301,6 +312,7 @@ async def test_malformed_frames_are_skipped(broker: EmbeddedBroker) -> None:
         for frame in frames:
             await broker.send_raw(runner.runner_id, frame, binary=isinstance(frame, bytes))
         await assert_serves(broker, runner)
+        assert metric(runner, "taskbox_malformed_frames_total") >= 10
         assert broker.runner_ids == [runner.runner_id]
 
 
@@ -340,6 +352,7 @@ async def test_200_accepts_for_expired_offers(broker: EmbeddedBroker) -> None:
         assert {m["reason"] for m in rejected} == {REJECT_EXPIRED}
         assert sorted(m["taskId"] for m in rejected) == sorted(f"bogus-{i}" for i in range(200))
         await assert_serves(broker, runner)
+        assert metric(runner, "taskbox_offers_rejected_total", reason=REJECT_EXPIRED) == 200
 
 
 async def test_1000_cancels_for_unknown_tasks(broker: EmbeddedBroker,
