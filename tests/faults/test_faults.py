@@ -160,10 +160,11 @@ async def test_zygote_killed_mid_task(broker: EmbeddedBroker,
         assert metric(runner, "taskbox_worker_kills_total", cause="signal") == 2
         new = runner.executor.zygote_pid  # type: ignore[attr-defined]
         assert new is not None and new != old
-        assert not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie"
+        assert not psutil.pid_exists(old)  # reaped before the replacement started
     messages = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert (logging.ERROR, f"sandbox zygote (pid {old}) died: control socket closed") in messages \
-        or any(m.startswith(f"sandbox zygote (pid {old}) died") for _, m in messages), messages
+    # "died: control socket closed" or "died: exited", whichever the loop noticed first
+    assert any(level == logging.ERROR and m.startswith(f"sandbox zygote (pid {old}) died: ")
+               for level, m in messages), messages
     assert (logging.WARNING, f"sandbox zygote restarted: pid {new}") in messages, messages
 
 
@@ -388,12 +389,13 @@ async def test_sigterm_under_load(spawn: Any) -> None:
         signalled = time.monotonic()
         child.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(child.wait, 15) == 0
-        assert time.monotonic() - signalled < 5 + 2
-        first_done = [t for t in pending if t.done()]
-        for t in first_done:
-            out = t.result()
-            assert out.status == "done", out.error
-        # The rest were never lost: another runner picks them up.
+        assert time.monotonic() - signalled < 5 + 2  # within the grace period
+        # Every task in flight at SIGTERM finished and was reported before the exit.
+        answered = [(m["type"], m["taskId"]) for _, rid, d, m in broker.events
+                    if rid == first_id and d == "in"
+                    and m.get("type") in ("runner:taskdone", "runner:taskerror")]
+        assert sorted(answered) == sorted(("runner:taskdone", t) for t in in_flight)
+        # The queued ones were never lost: another runner picks them up.
         runner, task = await start_runner(broker)
         try:
             outs = await asyncio.wait_for(asyncio.gather(*pending), 30)
