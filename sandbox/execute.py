@@ -14,7 +14,9 @@ Semantics follow n8n-python-runner.md §5 with its bugs fixed (§9.1):
   values -> ``str(value)`` (orjson with ``default=``);
 * errors carry ``message`` with ``[line N]`` (``[line N, for item K]``),
   ``description``, a user-only ``stack``, ``lineNumber`` and ``itemIndex``;
-* prints stream to the runner one frame per call, so they survive failures.
+* prints stream to the runner one frame per call, so they survive failures;
+* ``_helpers`` (helpers.py) gives n8n's node helpers in both modes, one blocking
+  ``rpc`` frame per call.
 
 ``print`` with keywords (n8n's raises ``TypeError``): with the default ``sep``
 and ``end`` every argument is one n8n-formatted string (``'text'``, ``42``,
@@ -46,7 +48,7 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
-from . import framing, restrict
+from . import framing, helpers, restrict
 
 __all__ = [
     "SHOWN_FILENAME",
@@ -99,23 +101,51 @@ class _Channel:
     def recv(self) -> bytes | None:
         return framing.read_frame(self.sock.recv, self.decoder)
 
-    def rpc(self, name: str, params: list[Any]) -> Any:
-        """Call a runner-side helper and block for its reply."""
+    def call(self, name: str, params: list[Any]) -> tuple[bool, Any]:
+        """Call a runner-side helper and block for its reply.
+
+        Bytes in ``params`` go as raw frames after the ``rpc`` frame, and the
+        reply's come back the same way (framing.pack_buffers).
+
+        Returns:
+            ``(ok, data)`` as the runner answered.
+
+        Raises:
+            RuntimeError: the channel broke or the reply was not an ``rpc_reply``.
+        """
+        tagged, buffers = framing.pack_buffers(params)
         with self._rpc_lock:
             self._rpc_id += 1
             call_id = self._rpc_id
-            self.send(framing.encode({"t": "rpc", "id": call_id, "name": name,
-                                      "params": params}, default=str))
-            frame = self.recv()
-            if frame is None:
-                raise RuntimeError(f"RPC {name} failed: the runner closed the channel")
-            reply = framing.decode(frame)
+            head = framing.encode({"t": "rpc", "id": call_id, "name": name, "params": tagged,
+                                   "bufs": len(buffers)}, default=str)
+            with self.send_lock:
+                self.sock.sendall(head)
+                for buffer in buffers:  # header and body apart: no copy of a large buffer
+                    self.sock.sendall(len(buffer).to_bytes(framing.HEADER_SIZE, "big"))
+                    self.sock.sendall(buffer)
+            reply = framing.decode(self._recv_or_fail(name))
             if not isinstance(reply, dict) or reply.get("t") != "rpc_reply" \
                     or reply.get("id") != call_id:
                 raise RuntimeError(f"RPC {name} failed: unexpected reply")
-            if reply.get("ok"):
-                return reply.get("data")
-            raise RuntimeError(f"RPC {name} failed: {reply.get('data')}")
+            count = reply.get("bufs", 0)
+            if type(count) is not int or not 0 <= count <= framing.MAX_BUFFERS:
+                raise RuntimeError(f"RPC {name} failed: unexpected reply")
+            received = [self._recv_or_fail(name) for _ in range(count)]
+            return bool(reply.get("ok")), framing.unpack_buffers(reply.get("data"), received)
+
+    def _recv_or_fail(self, name: str) -> bytes:
+        frame = self.recv()
+        if frame is None:
+            raise RuntimeError(f"RPC {name} failed: the runner closed the channel")
+        return frame
+
+    def rpc(self, name: str, params: list[Any]) -> Any:
+        """:meth:`call`, raising ``RuntimeError`` for an error reply."""
+        ok, data = self.call(name, params)
+        if ok:
+            return data
+        raise RuntimeError(f"RPC {name} failed: {data}")
 
 
 _channel: _Channel | None = None
@@ -124,14 +154,19 @@ _channel: _Channel | None = None
 def _rpc(name: str, params: list[Any]) -> Any:
     """Call the runner-side RPC ``name`` with ``params`` and return its data.
 
-    The plumbing ``_helpers`` (issue 6) builds on.
-
     Raises:
         RuntimeError: the call failed or no channel is open.
     """
     if _channel is None:
         raise RuntimeError("no runner channel")
     return _channel.rpc(name, params)
+
+
+def _helper_call(name: str, params: list[Any]) -> tuple[bool, Any]:
+    """The call ``_helpers`` makes: one RPC over the task's channel."""
+    if _channel is None:
+        return False, "node helpers are not available here (no runner channel)"
+    return _channel.call(name, params)
 
 
 def _memory_exit() -> NoReturn:
@@ -479,10 +514,17 @@ class Prepared:
         namespace["_items"] = orjson.loads(b'[{"json": {"a": 1}}]')
         encode_result(types.FunctionType(code, namespace)())
 
-    def fresh_globals(self, query: Any) -> dict[str, Any]:
-        """A new namespace for one run of the user function."""
+    def fresh_globals(self, query: Any, item_index: int | None = None) -> dict[str, Any]:
+        """A new namespace for one run of the user function.
+
+        Args:
+            query: the task's ``_query``.
+            item_index: per-item mode: the index of ``_item`` (``_helpers.item_index``).
+        """
         return {"__builtins__": dict(self.table), "__name__": "__main__",
-                "print": self.printer, "_query": query, _EXCEPT_HOOK: _except_hook}
+                "print": self.printer, "_query": query,
+                "_helpers": helpers.Helpers(_helper_call, item_index),
+                _EXCEPT_HOOK: _except_hook}
 
 
 def warm_up_shared(rounds: int = 16) -> None:
@@ -542,7 +584,7 @@ def run_task(task: _Task, prepared: Prepared) -> Any:
 
     results: list[Any] = []
     for index, item in enumerate(task.items):
-        namespace = prepared.fresh_globals(task.query)
+        namespace = prepared.fresh_globals(task.query, index)
         namespace["_item"] = item
         try:
             value = types.FunctionType(code, namespace)()

@@ -23,6 +23,13 @@ Frame types (``"t"``), by channel:
 * task (runner <-> one worker, SOCK_STREAM): ``task`` header, then one raw items
   frame (runner); ``print``, ``rpc``, then exactly one ``result`` or ``error``
   (worker); ``rpc_reply`` (runner, answers ``rpc``).
+
+Bytes in an ``rpc`` or ``rpc_reply`` (node helpers' buffers, issue 6) are not put
+into the JSON: :func:`pack_buffers` swaps each one for a tag ``{"\\u0000buf": i}``,
+the frame says how many follow (``"bufs": n``), and buffer ``i`` goes as the
+``i``-th raw frame after it. No base64, no list of numbers: a 10 MB buffer costs
+one copy into the socket. n8n's ``{"type": "Buffer", "data": [...]}`` exists only
+on the websocket, and the runner converts to and from it.
 """
 
 from __future__ import annotations
@@ -34,21 +41,33 @@ from typing import Any, Final
 import orjson
 
 __all__ = [
+    "BUFFER_TAG",
     "DEFAULT_MAX_FRAME",
     "HEADER_SIZE",
+    "MAX_BUFFERS",
     "FrameDecoder",
     "FrameError",
     "FrameTooLarge",
     "decode",
     "encode",
     "encode_raw",
+    "pack_buffers",
     "read_frame",
+    "unpack_buffers",
 ]
 
 HEADER_SIZE: Final = 4
 #: Hard ceiling for any frame: the length field is 32 bits.
 MAX_LENGTH: Final = 2**32 - 1
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
+#: Key of the one-entry object that stands for buffer ``i`` (``{BUFFER_TAG: i}``).
+#: The NUL keeps it apart from any key a real document would use.
+BUFFER_TAG: Final = "\x00buf"
+#: Most buffers one ``rpc`` / ``rpc_reply`` may carry.
+MAX_BUFFERS: Final = 1024
+#: Nesting depth :func:`pack_buffers` / :func:`unpack_buffers` walk (orjson's own
+#: limit is 254 levels, so no valid frame is refused).
+_MAX_DEPTH: Final = 256
 
 
 class FrameError(ValueError):
@@ -167,8 +186,11 @@ class FrameDecoder:
             need = self._need
             if len(buf) < need:
                 return
-            self._ready.append(bytes(buf[:need]))
-            del buf[:need]
+            # One copy, not two (``buf[:need]`` alone would copy): a 10 MB buffer
+            # frame costs the runner's event loop a single memcpy.
+            with memoryview(buf) as view, view[:need] as body:
+                self._ready.append(bytes(body))
+            del buf[:need]  # O(1) at the front of a bytearray
             self._need = -1
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
@@ -219,3 +241,67 @@ def read_frame(recv: Callable[[int], bytes], decoder: FrameDecoder,
                 raise FrameError("stream ended inside a frame")
             return None
         decoder.push(data)
+
+
+def pack_buffers(value: Any) -> tuple[Any, list[bytes]]:
+    """Swap every bytes-like value for a :data:`BUFFER_TAG` object.
+
+    Dicts, lists and tuples are copied (tuples become lists); anything else is
+    kept as it is, for the JSON encoder to deal with.
+
+    Args:
+        value: e.g. an RPC's params or its reply data.
+
+    Returns:
+        ``(tagged, buffers)``: ``tagged`` holds ``{BUFFER_TAG: i}`` where
+        ``buffers[i]`` was.
+
+    Raises:
+        FrameError: more than :data:`MAX_BUFFERS` buffers, or nested too deeply.
+    """
+    buffers: list[bytes] = []
+
+    def walk(item: Any, depth: int) -> Any:
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            if len(buffers) >= MAX_BUFFERS:
+                raise FrameError(f"more than {MAX_BUFFERS} buffers in one message")
+            buffers.append(bytes(item))
+            return {BUFFER_TAG: len(buffers) - 1}
+        if depth > _MAX_DEPTH:
+            raise FrameError("value is nested too deeply")
+        if isinstance(item, dict):
+            return {k: walk(v, depth + 1) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [walk(v, depth + 1) for v in item]
+        return item
+
+    return walk(value, 0), buffers
+
+
+def unpack_buffers(value: Any, buffers: list[bytes]) -> Any:
+    """Inverse of :func:`pack_buffers`: put ``buffers[i]`` where ``{BUFFER_TAG: i}`` is.
+
+    Returns:
+        ``value`` itself when ``buffers`` is empty (nothing to find), else a copy.
+
+    Raises:
+        FrameError: a tag names no buffer, or ``value`` is nested too deeply.
+    """
+    if not buffers:
+        return value
+
+    def walk(item: Any, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise FrameError("value is nested too deeply")
+        if isinstance(item, dict):
+            if len(item) == 1 and BUFFER_TAG in item:
+                index = item[BUFFER_TAG]
+                if type(index) is not int or not 0 <= index < len(buffers):
+                    raise FrameError(f"buffer tag {index!r} names no buffer")
+                return buffers[index]
+            return {k: walk(v, depth + 1) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v, depth + 1) for v in item]
+        return item
+
+    return walk(value, 0)

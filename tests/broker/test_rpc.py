@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
 import pytest
 
 from taskbox.broker import EmbeddedBroker, TaskOutcome
@@ -32,6 +33,11 @@ async def running(runner: FakeRunner, broker: EmbeddedBroker
     if not pending.done():
         pending.cancel()
         await asyncio.gather(pending, return_exceptions=True)
+
+
+def wire(value: Any) -> Any:
+    """A helper's answer as it reads on the wire (Buffers are pre-built JSON fragments)."""
+    return orjson.loads(orjson.dumps(value))
 
 
 async def call(runner: FakeRunner, task_id: str, name: str, *params: Any,
@@ -163,8 +169,9 @@ async def test_prepare_binary_data_sniffs_and_defaults() -> None:
 async def test_large_buffers_round_trip() -> None:
     blob = bytes(range(256)) * 5000  # 1.28 MB: conversions run in a thread
     items = [{"json": {}, "binary": {"f": {"data": base64.b64encode(blob).decode()}}}]
-    status, buffer = await call_helper("helpers.getBinaryDataBuffer", [0, "f"],
-                                       {"items": items})
+    status, fragment = await call_helper("helpers.getBinaryDataBuffer", [0, "f"],
+                                         {"items": items})
+    buffer = wire(fragment)
     assert status == "success" and bytes(buffer["data"]) == blob
     status, prepared = await call_helper("helpers.prepareBinaryData", [buffer, "a.bin"], {})
     assert base64.b64decode(prepared["data"]) == blob
@@ -259,8 +266,8 @@ async def test_http_request_options(http_server: str) -> None:
         return await call_helper("helpers.httpRequest", [options], {})
 
     assert await req(url=f"{http_server}/text") == ("success", "plain words")
-    assert await req(url=f"{http_server}/bytes", encoding="arraybuffer") == (
-        "success", {"type": "Buffer", "data": [0, 1, 2, 255]})
+    status, data = await req(url=f"{http_server}/bytes", encoding="arraybuffer")
+    assert (status, wire(data)) == ("success", {"type": "Buffer", "data": [0, 1, 2, 255]})
     status, data = await req(url=f"{http_server}/missing", ignoreHttpStatusErrors=True,
                              returnFullResponse=True)
     assert status == "success" and data["statusCode"] == 404

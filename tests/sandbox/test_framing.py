@@ -96,3 +96,65 @@ def test_payload_larger_than_32_bits_cannot_be_framed(monkeypatch):
     monkeypatch.setattr(framing, "MAX_LENGTH", 3)
     with pytest.raises(framing.FrameTooLarge):
         framing.encode_raw(b"abcd")
+
+
+# ---------------------------------------------------------------- buffers (issue 6)
+
+
+def test_pack_buffers_tags_every_bytes_like_value_in_order():
+    params = [b"ab", {"k": bytearray(b"c"), "n": 1, "t": (memoryview(b"d"), "s")}, None]
+    tagged, buffers = framing.pack_buffers(params)
+    tag = framing.BUFFER_TAG
+    assert tagged == [{tag: 0}, {"k": {tag: 1}, "n": 1, "t": [{tag: 2}, "s"]}, None]
+    assert buffers == [b"ab", b"c", b"d"]
+    assert all(type(b) is bytes for b in buffers)
+    assert framing.unpack_buffers(tagged, buffers) == [b"ab", {"k": b"c", "n": 1,
+                                                               "t": [b"d", "s"]}, None]
+
+
+def test_pack_buffers_without_bytes_and_unpack_without_buffers():
+    value = {"a": [1, "x"]}
+    tagged, buffers = framing.pack_buffers(value)
+    assert (tagged, buffers) == (value, [])
+    assert framing.unpack_buffers(value, []) is value
+
+
+def test_tagged_frames_round_trip_through_the_codec():
+    tagged, buffers = framing.pack_buffers({"body": b"\x00\xff" * 3})
+    stream = framing.encode({"t": "rpc", "params": tagged, "bufs": len(buffers)}) + b"".join(
+        framing.encode_raw(b) for b in buffers)
+    head, *raw = framing.FrameDecoder().feed(stream)
+    message = framing.decode(head)
+    assert framing.unpack_buffers(message["params"], raw) == {"body": b"\x00\xff" * 3}
+
+
+def test_unpack_refuses_tags_that_name_no_buffer():
+    tag = framing.BUFFER_TAG
+    for bad in ({tag: 1}, {tag: -1}, {tag: True}, {tag: "0"}):
+        with pytest.raises(framing.FrameError):
+            framing.unpack_buffers([bad], [b"x"])
+    # a tag with company is an ordinary object
+    assert framing.unpack_buffers([{tag: 0, "k": 1}], [b"x"]) == [{tag: 0, "k": 1}]
+
+
+def test_buffer_count_and_depth_are_capped():
+    with pytest.raises(framing.FrameError, match="more than"):
+        framing.pack_buffers([b"x"] * (framing.MAX_BUFFERS + 1))
+    deep: list[object] = []
+    for _ in range(300):
+        deep = [deep]
+    with pytest.raises(framing.FrameError, match="nested"):
+        framing.pack_buffers(deep)
+    with pytest.raises(framing.FrameError, match="nested"):
+        framing.unpack_buffers(deep, [b"x"])
+
+
+def test_large_frame_split_across_reads_is_copied_once_and_intact():
+    body = bytes(range(256)) * 4096  # 1 MiB
+    stream = framing.encode_raw(body) + framing.encode({"t": "x"})
+    decoder = framing.FrameDecoder()
+    out: list[bytes] = []
+    for i in range(0, len(stream), 65_536):
+        out += decoder.feed(stream[i:i + 65_536])
+    assert out[0] == body and framing.decode(out[1]) == {"t": "x"}
+    assert decoder.buffered == 0

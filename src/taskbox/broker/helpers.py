@@ -16,9 +16,12 @@ with ``params``. This module does the same for the helpers a Python task can use
 ``helpers.setBinaryDataBuffer`` and ``helpers.request`` are allowlisted by n8n but not
 offered here: they answer ``"Could not find method"``.
 
-Buffers travel as ``{"type": "Buffer", "data": [byte, ...]}`` both ways. Encoding and
-decoding of large buffers runs in a thread (``asyncio.to_thread``) so the event loop
-keeps answering pings.
+Buffers travel as ``{"type": "Buffer", "data": [byte, ...]}`` both ways. The server
+decodes a ``runner:rpc``'s Buffers into ``bytes`` a slice at a time
+(``protocol.buffers.parse_runner_frame``); replies are written as pre-built JSON
+(``orjson.Fragment``), also a slice at a time. Both run in a thread for large
+buffers, and since every slice is a short C call the event loop keeps running
+(one big orjson call would hold the GIL, thread or not).
 
 Must not import taskbox.runner or anything from ``sandbox/``.
 """
@@ -42,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from taskbox.protocol.buffers import buffer_json
 from taskbox.protocol.serde import dumps_json
 
 __all__ = [
@@ -83,6 +87,8 @@ def _is_buffer(value: Any) -> bool:
 
 
 def _buffer_to_bytes_sync(value: Any) -> bytes:
+    if isinstance(value, bytes):  # already decoded by parse_runner_frame
+        return value
     if _is_buffer(value):
         try:
             return bytes(value["data"])
@@ -104,13 +110,11 @@ async def buffer_to_bytes(value: Any) -> bytes:
     return _buffer_to_bytes_sync(value)
 
 
-async def bytes_to_buffer(data: bytes) -> dict[str, Any]:
-    """Encode bytes as a wire Buffer ``{"type": "Buffer", "data": [...]}``."""
+async def bytes_to_buffer(data: bytes) -> orjson.Fragment:
+    """Encode bytes as a wire Buffer ``{"type": "Buffer", "data": [...]}`` (ready JSON)."""
     if len(data) > OFFLOAD_THRESHOLD:
-        values = await asyncio.to_thread(list, data)
-    else:
-        values = list(data)
-    return {"type": "Buffer", "data": values}
+        return orjson.Fragment(await asyncio.to_thread(buffer_json, data))
+    return orjson.Fragment(buffer_json(data))
 
 
 async def _b64decode(text: str) -> bytes:
@@ -344,7 +348,7 @@ def _http_request_sync(options: dict[str, Any], max_response: int) -> Any:
     body = options.get("body")
     payload: bytes | None = None
     if body is not None:
-        if _is_buffer(body):
+        if isinstance(body, bytes) or _is_buffer(body):
             payload = _buffer_to_bytes_sync(body)
         elif isinstance(body, str):
             payload = body.encode("utf-8")
@@ -394,7 +398,7 @@ def _http_request_sync(options: dict[str, Any], max_response: int) -> Any:
     encoding = options.get("encoding")
     result_body: Any
     if encoding in ("arraybuffer", "blob"):
-        result_body = {"type": "Buffer", "data": list(raw)}
+        result_body = orjson.Fragment(buffer_json(raw))  # in the request's thread
     else:
         text = raw.decode(charset, "replace")
         if encoding == "text":

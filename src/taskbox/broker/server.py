@@ -51,6 +51,7 @@ from taskbox.protocol.broker import (
     TaskAssigned,
     TaskStarted,
 )
+from taskbox.protocol.buffers import parse_runner_frame
 from taskbox.protocol.messages import (
     BrokerMessage,
     InfoRequest,
@@ -58,7 +59,7 @@ from taskbox.protocol.messages import (
     RunnerInfo,
     TaskSettings,
 )
-from taskbox.protocol.serde import dumps_json, parse_broker, parse_runner, serialize, to_wire
+from taskbox.protocol.serde import dumps_json, parse_broker, serialize, to_wire
 
 from .grants import GrantStore
 from .helpers import OFFLOAD_THRESHOLD, call_helper
@@ -609,10 +610,11 @@ class EmbeddedBroker:
 
     async def _on_frame(self, conn: _Connection, raw: bytes) -> None:
         try:
+            # A runner:rpc's Buffers arrive as bytes, decoded a slice at a time.
             if len(raw) > OFFLOAD_THRESHOLD:
-                parsed = await asyncio.to_thread(parse_runner, raw)
+                parsed = await asyncio.to_thread(parse_runner_frame, raw)
             else:
-                parsed = parse_runner(raw)
+                parsed = parse_runner_frame(raw)
         except RemoteProtocolError as exc:
             logger.error('Couldn\'t parse message from runner "%s": %s', conn.runner_id, exc)
             self._record(conn.runner_id, "in", _preview(raw))
@@ -723,7 +725,8 @@ class EmbeddedBroker:
                         item.done.set_result(None)
                     continue
                 try:
-                    if isinstance(item, RpcResponse) and isinstance(item.data, dict | list):
+                    if isinstance(item, RpcResponse) and isinstance(
+                            item.data, dict | list | orjson.Fragment):
                         # Helper replies can carry megabytes of Buffer numbers.
                         frame = await asyncio.to_thread(serialize, item, self.max_payload)
                     else:

@@ -309,6 +309,7 @@ class Executor:
         # connection trims the runner:rpc that would carry it (runner/connection.py).
         decoder = framing.FrameDecoder(
             max(self.limits.max_payload, self.limits.print_cap_bytes) + _FRAME_SLACK)
+        call: _RpcFrames | None = None  # an rpc frame still waiting for its buffers
         try:
             while True:
                 try:
@@ -323,8 +324,15 @@ class Executor:
                     worker.kill()
                     return self._payload_failure(spec, exc.size)
                 for frame in frames:
+                    if call is not None:
+                        if call.add(frame):
+                            await self._answer_rpc(worker, call, on_rpc)
+                            call = None
+                        continue
                     outcome = await self._handle_frame(frame, worker, spec, prints, on_rpc)
-                    if outcome is not None:
+                    if isinstance(outcome, _RpcFrames):
+                        call = outcome
+                    elif outcome is not None:
                         return outcome
         finally:
             watch.stop()
@@ -337,7 +345,8 @@ class Executor:
         return self._death_outcome(spec, ended or WorkerExit(lost=True), worker)
 
     async def _handle_frame(self, frame: bytes, worker: WorkerHandle, spec: TaskSpec,
-                            prints: _PrintCap, on_rpc: RpcCall) -> TaskOutcome | None:
+                            prints: _PrintCap, on_rpc: RpcCall
+                            ) -> TaskOutcome | _RpcFrames | None:
         try:
             message = framing.decode(frame)
         except framing.FrameError:
@@ -354,8 +363,11 @@ class Executor:
             return None
         if kind == "rpc":
             assert isinstance(message, dict)
-            await self._answer_rpc(worker, message, on_rpc)
-            return None
+            call = _RpcFrames(message, self.limits.max_payload)
+            if call.complete:
+                await self._answer_rpc(worker, call, on_rpc)
+                return None
+            return call  # its buffers follow as raw frames
         if kind == "result":
             assert isinstance(message, dict)
             return TaskOutcome(result=message.get("result"))
@@ -365,22 +377,41 @@ class Executor:
         worker.kill()
         return failure(spec, "The sandbox worker sent an invalid frame", kind="error")
 
-    async def _answer_rpc(self, worker: WorkerHandle, message: dict[str, Any],
+    async def _answer_rpc(self, worker: WorkerHandle, call: _RpcFrames,
                           on_rpc: RpcCall) -> None:
+        """Run one helper call and send the reply, its buffers as raw frames after it."""
+        message = call.message
         name = message.get("name")
         params = message.get("params")
-        call_id = message.get("id")
-        if not isinstance(name, str) or not isinstance(params, list):
+        ok: bool
+        data: Any
+        if call.error is not None:
+            ok, data = False, call.error
+        elif not isinstance(name, str) or not isinstance(params, list):
             ok, data = False, "invalid RPC call"
         else:
             try:
-                ok, data = await on_rpc(name, params)
-            except Exception as exc:
-                ok, data = False, str(exc) or type(exc).__name__
-        reply = framing.encode({"t": "rpc_reply", "id": call_id, "ok": bool(ok), "data": data},
-                               default=str)
+                params = framing.unpack_buffers(params, call.buffers)
+            except framing.FrameError as exc:
+                ok, data = False, f"invalid RPC call: {exc}"
+            else:
+                try:
+                    ok, data = await on_rpc(name, params)
+                except Exception as exc:
+                    ok, data = False, str(exc) or type(exc).__name__
+        try:
+            tagged, buffers = framing.pack_buffers(data)
+        except framing.FrameError as exc:
+            ok, tagged, buffers = False, f"RPC reply could not be sent: {exc}", []
+        reply = framing.encode({"t": "rpc_reply", "id": message.get("id"), "ok": bool(ok),
+                                "data": tagged, "bufs": len(buffers)}, default=str)
+        loop = asyncio.get_running_loop()
         with contextlib.suppress(OSError):
-            await asyncio.get_running_loop().sock_sendall(worker.sock, reply)
+            await loop.sock_sendall(worker.sock, reply)
+            for buffer in buffers:  # no copy of a large buffer into a bigger one
+                await loop.sock_sendall(worker.sock,
+                                        len(buffer).to_bytes(framing.HEADER_SIZE, "big"))
+                await loop.sock_sendall(worker.sock, buffer)
 
     def _error_outcome(self, spec: TaskSpec, message: dict[str, Any]) -> TaskOutcome:
         kind = message.get("kind")
@@ -439,6 +470,45 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+class _RpcFrames:
+    """One ``rpc`` frame and the raw buffer frames that follow it (framing.py).
+
+    The worker is hostile: the count is capped at ``framing.MAX_BUFFERS`` and the
+    bytes at ``max_payload`` (what one ``runner:rpc`` may carry anyway); past the
+    cap the frames are read and dropped, and the call is answered with an error.
+    """
+
+    __slots__ = ("buffers", "error", "expected", "limit", "message", "size")
+
+    def __init__(self, message: dict[str, Any], limit: int) -> None:
+        self.message = message
+        self.limit = limit
+        self.buffers: list[bytes] = []
+        self.size = 0
+        self.error: str | None = None
+        count = message.get("bufs", 0)
+        if type(count) is not int or not 0 <= count <= framing.MAX_BUFFERS:
+            self.error = "invalid RPC call: bad buffer count"
+            count = 0
+        self.expected = count
+
+    @property
+    def complete(self) -> bool:
+        """All announced buffers have arrived (at once for a call without any)."""
+        return len(self.buffers) >= self.expected
+
+    def add(self, frame: bytes) -> bool:
+        """Take the next buffer frame; True once all have arrived."""
+        self.size += len(frame)
+        if self.size > self.limit:
+            self.error = (f"Helper call arguments are too large: more than {self.limit} "
+                          "bytes (N8N_RUNNERS_MAX_PAYLOAD)")
+            self.buffers.append(b"")  # counted, not kept
+        else:
+            self.buffers.append(frame)
+        return self.complete
 
 
 class _PrintCap:

@@ -10,7 +10,9 @@ NodeMode = Literal["runOnceForAllItems", "runOnceForEachItem"]
 
 #: Called with the formatted arguments of one ``print`` call, as soon as it arrives.
 PrintSink = Callable[[list[str]], None]
-#: Called for a node-helper RPC (issue 6); returns ``(ok, data)``.
+#: Called for a node-helper RPC (issue 6) with its wire name and params; returns
+#: ``(ok, data)``. Params and data hold ``bytes`` where n8n has Buffers (the worker
+#: sends them as raw frames, the runner converts to and from n8n's Buffer JSON).
 RpcCall = Callable[[str, list[Any]], Awaitable[tuple[bool, Any]]]
 
 

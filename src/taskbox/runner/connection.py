@@ -3,28 +3,43 @@
 Every outgoing frame goes through ``flush()``, which drains the protocol's
 ``messages_to_send()`` in order. A transport failure marks the connection broken and
 raises ConnectionClosed; the lifecycle decides whether to reconnect.
+
+Frames go out as UTF-8 bytes in text frames (no decode/encode round trip). A frame
+over ``STREAM_THRESHOLD`` bytes goes as websocket fragments of about ``FRAGMENT``
+bytes with a yield to the event loop between them: masking 36 MB in one piece
+alone takes ~60 ms. A ``runner:rpc`` carrying bytes (node helpers) is never built
+in one piece: its buffers' n8n JSON is written slice by slice while it is sent
+(protocol/buffers.py). n8n's ``ws`` server and the embedded broker reassemble
+fragments; the payload limit applies to the whole message either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed as WsClosed
 
 from taskbox.errors import ConnectionClosed, LocalProtocolError
 from taskbox.protocol import messages as m
+from taskbox.protocol.buffers import split_buffers, stream_frame
 from taskbox.protocol.runner import RunnerProtocol
 from taskbox.protocol.serde import serialize
 
-__all__ = ["Connection"]
+__all__ = ["FRAGMENT", "STREAM_THRESHOLD", "Connection"]
 
 log = logging.getLogger("taskbox.runner")
+
+#: Frames larger than this are sent as fragments, yielding to the loop in between.
+STREAM_THRESHOLD: Final = 1 << 20
+#: Target fragment size (~0.5 ms of masking).
+FRAGMENT: Final = 1 << 18
 
 
 class Connection:
@@ -56,12 +71,30 @@ class Connection:
     async def _send(self, msg: m.RunnerMessage) -> None:
         if self.broken:
             raise ConnectionClosed("connection to the broker is closed")
+        pieces: Iterable[bytes | memoryview] | None = None
         try:
-            frame = serialize(msg, self.max_payload)
+            if isinstance(msg, m.RpcCall):
+                params, buffers = split_buffers(msg.params)
+                if buffers:
+                    frame = serialize(dataclasses.replace(msg, params=params))
+                    pieces = stream_frame(frame, buffers)  # on_rpc checked size and shape
+            if pieces is None:
+                frame = serialize(msg, self.max_payload)
         except LocalProtocolError as exc:
             frame = self._oversize_replacement(msg, exc)
+        except ValueError as exc:  # a helper call on_rpc should have refused
+            log.error("cannot send %s with its buffers (%s); sending it without params",
+                      msg.TYPE, exc)
+            assert isinstance(msg, m.RpcCall)
+            frame = serialize(dataclasses.replace(msg, params=[]), self.max_payload)
+            pieces = None
+        if pieces is None and len(frame) > STREAM_THRESHOLD:
+            pieces = (memoryview(frame)[i:i + FRAGMENT] for i in range(0, len(frame), FRAGMENT))
         try:
-            await self.ws.send(frame.decode())
+            if pieces is None:
+                await self.ws.send(frame, text=True)
+            else:
+                await self.ws.send(_paced(pieces), text=True)
         except WsClosed as exc:
             self.broken = True
             raise ConnectionClosed("connection to the broker closed while sending") from exc
@@ -87,3 +120,18 @@ class Connection:
         with contextlib.suppress(OSError, WsClosed):
             await self.ws.close(code, reason)
         self.broken = True
+
+
+async def _paced(pieces: Iterable[bytes | memoryview]) -> AsyncIterator[bytes]:
+    """Group ``pieces`` into fragments of about FRAGMENT bytes; yield to the loop after each."""
+    batch: list[bytes | memoryview] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= FRAGMENT:
+            yield b"".join(batch)
+            batch, size = [], 0
+            await asyncio.sleep(0)
+    if batch:
+        yield b"".join(batch)

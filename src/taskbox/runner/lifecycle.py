@@ -42,10 +42,10 @@ from taskbox.protocol.runner import (
     RunnerProtocol,
     StartTask,
 )
-from taskbox.protocol.serde import parse_broker
 from taskbox.runner.connection import Connection
 from taskbox.runner.dispatch import SettingsError, build_spec, precheck
 from taskbox.runner.health import HealthServer
+from taskbox.runner.helpers import check_params, frames, parse_frame, refusal
 from taskbox.runner.metrics import Metrics
 from taskbox.runner.reconnect import RateLimited, backoff, mint_grant_token
 
@@ -217,9 +217,9 @@ class Runner:
         got_info_request = False
         closed: BaseException | None = None
         try:
-            async for raw in ws:
+            async for raw in frames(ws):
                 try:
-                    msg = parse_broker(raw)
+                    msg = await parse_frame(raw)  # large frames in a thread
                 except RemoteProtocolError as exc:
                     log.warning("malformed frame from the broker skipped: %s", exc)
                     self.metrics.malformed_frames.inc()
@@ -330,11 +330,16 @@ class Runner:
             prints.append(self._rpc(conn, task_id, "logNodeOutput", args))
 
         async def on_rpc(name: str, params: list[Any]) -> tuple[bool, Any]:
+            # A node helper from user code (runner/helpers.py); params and the
+            # answer hold bytes where n8n has Buffers.
             nonlocal rpc_calls
             rpc_calls += 1
             if rpc_calls > self.config.rpc_max_calls:
                 return False, (f"Too many helper calls: the limit is {self.config.rpc_max_calls}"
                                " per task (TASKBOX_RPC_MAX_CALLS)")
+            problem = refusal(name) or await check_params(params, self.config.max_payload)
+            if problem is not None:
+                return False, problem
             try:
                 return await asyncio.wait_for(self._rpc(conn, task_id, name, params),
                                               self.config.rpc_timeout)
@@ -408,7 +413,13 @@ class Runner:
             return waiter
         call_id = conn.proto.send_rpc(task_id, name, params)
         self._rpc_waiters[call_id] = waiter
-        waiter.add_done_callback(lambda _: self._rpc_waiters.pop(call_id, None))
+
+        def forget(fut: asyncio.Future[tuple[bool, Any]]) -> None:
+            self._rpc_waiters.pop(call_id, None)
+            if fut.cancelled():  # timed out or the task was killed: a late reply is ignored
+                conn.proto.calls.resolve(call_id, task_id)
+
+        waiter.add_done_callback(forget)
         flush = asyncio.ensure_future(conn.flush())
         flush.add_done_callback(_log_flush_error)
         return waiter
