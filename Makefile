@@ -23,7 +23,7 @@ style: install
 	$(BIN)/ruff check src sandbox tests security
 
 types: install
-	$(BIN)/mypy --strict src sandbox
+	$(BIN)/mypy --strict src sandbox tests
 
 unit: install
 	$(BIN)/pytest -q -m "not slow" tests/protocol tests/policy tests/sandbox tests/broker tests/unit
