@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -426,6 +426,7 @@ class LoadReport:
     notes: list[str]
     lost: int = 0
     duplicated: int = 0
+    timeline: dict[str, list[int]] = field(default_factory=dict)  # runner RSS each 10 %
 
     @property
     def ok(self) -> bool:
@@ -437,7 +438,10 @@ class LoadReport:
 
 
 async def _submit_all(broker: EmbeddedBroker, indices: Iterator[int], concurrency: int,
-                      opts: Options, task_timeout: float) -> list[Record]:
+                      opts: Options, task_timeout: float,
+                      on_record: Callable[[int], None] | None = None) -> list[Record]:
+    """Submit every index with ``concurrency`` requests in flight; ``on_record(count)``
+    is called after each answer."""
     records: list[Record] = []
 
     async def client() -> None:
@@ -450,6 +454,8 @@ async def _submit_all(broker: EmbeddedBroker, indices: Iterator[int], concurrenc
             records.append(Record(index, kind, check(kind, tag, out), out.status, out.task_id,
                                   out.runner_id, accept_ms,
                                   (out.done_at - out.submitted_at) * 1000))
+            if on_record is not None:
+                on_record(len(records))
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     return records
@@ -555,8 +561,17 @@ async def run_load(opts: Options) -> LoadReport:
             log(f"run: {opts.tasks} tasks at concurrency {opts.concurrency} on "
                 f"{opts.runners} runner(s) x {opts.runner_concurrency} ...")
             started = time.monotonic()
+            step = max(1, opts.tasks // 10)
+
+            def sample(count: int) -> None:
+                if count % step == 0:
+                    for runner in runners:
+                        with contextlib.suppress(psutil.Error):
+                            rss = psutil.Process(runner.pid).memory_info().rss
+                            report.timeline.setdefault(runner.runner_id, []).append(rss)
+
             records = await _submit_all(broker, iter(range(opts.tasks)), opts.concurrency,
-                                        opts, task_timeout)
+                                        opts, task_timeout, sample)
             report.elapsed = time.monotonic() - started
             report.records = sorted(records, key=lambda r: r.index)
             log(f"run took {report.elapsed:.1f} s; waiting for idle ...")
@@ -664,6 +679,9 @@ def render(report: LoadReport) -> str:
             f"({_growth(start.pss, end.pss)}) | {_mib(start.uss)} -> {_mib(end.uss)} | "
             f"{_mib(start.runner_rss)} -> {_mib(end.runner_rss)} "
             f"({_growth(start.runner_rss, end.runner_rss)}) | {start.fds} -> {end.fds} |")
+    for rid, series in report.timeline.items():
+        lines.append(f"\nrunner RSS of {rid} while busy, every 10 % of the run (MiB): "
+                     + " ".join(_mib(v) for v in series))
     lines.append("")
     if report.failures:
         lines.append(f"FAILED: {len(report.failures)} invariant(s) violated")
