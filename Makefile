@@ -44,10 +44,11 @@ load: install
 faults: install
 	$(BIN)/pytest -q tests/faults
 
-# The shared cases plus taskbox's own (e2e/cases, made by e2e/make_cases.py). run.sh
+# The shared cases plus taskbox's own (e2e/cases, made by e2e/make_cases.py; e2e/helper_cases,
+# the node helpers, made by its make_cases.py). run.sh
 # pins N8N_RUNNERS_TASK_TIMEOUT=60; the flag (it wins over the environment) lowers the
 # runner's timeout so case 84_timeout takes seconds, not a minute.
-E2E_CASES_DIR ?= ../shared/n8n-e2e/cases:e2e/cases
+E2E_CASES_DIR ?= ../shared/n8n-e2e/cases:e2e/cases:e2e/helper_cases
 E2E_TASK_TIMEOUT ?= 8
 
 e2e: install

@@ -8,6 +8,8 @@ the system-wide one, so lateness is matched to the task windows measured here.
 
 Cases (each ``--runs`` times, after one warm-up):
 
+* ``control``: the ``get`` task's 14 MB of settings, no helper call (what the large
+  task alone costs the loop);
 * ``get``: ``_helpers.getBinaryDataBuffer(0, "data")`` of a 10 MiB binary that came
   inline with the task (n8n -> runner -> worker);
 * ``prepare``: ``_helpers.prepareBinaryData(<10 MiB>, "out.bin")`` (worker -> runner
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -43,6 +46,10 @@ from taskbox.broker import EmbeddedBroker
 
 AUTH_TOKEN = "bench-rpc-auth-token"
 TICK = 0.010  # ticker period, s
+
+CONTROL = """
+return [{"json": {"ms": 0.0, "n": len(_items)}}]
+"""
 
 GET = """
 import time
@@ -104,6 +111,8 @@ async def _child_main() -> int:
 
         logging.basicConfig(level=logging.WARNING)
         asyncio.get_running_loop().slow_callback_duration = 0.01
+    if os.environ.get("RPC_BENCH_UNSLICED"):
+        _unsliced()
     runner = Runner(Config.from_env(os.environ))
     ticker = asyncio.create_task(_ticker(os.environ["RPC_BENCH_TICKS"]))
     try:
@@ -112,10 +121,55 @@ async def _child_main() -> int:
         ticker.cancel()
 
 
+def _unsliced() -> None:
+    """Comparison mode: the obvious way, one orjson call per conversion, in a thread.
+
+    Parsing a frame and turning bytes into n8n's number list each run as one call
+    under ``asyncio.to_thread``; the frame is serialized and sent in one piece.
+    """
+    from taskbox.protocol import buffers
+    from taskbox.protocol.messages import RpcResponse
+    from taskbox.protocol.serde import parse_broker
+    from taskbox.runner import connection, lifecycle
+
+    def parse(raw: bytes) -> Any:
+        msg = parse_broker(raw)
+        if isinstance(msg, RpcResponse) and msg.data is not None:
+            msg = dataclasses.replace(msg, data=buffers.revive(msg.data, []))
+        return msg
+
+    async def parse_frame(raw: bytes) -> Any:
+        return await asyncio.to_thread(parse, raw)
+
+    def as_lists(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return {"type": "Buffer", "data": list(value)}
+        if isinstance(value, list):
+            return [as_lists(v) for v in value]
+        if isinstance(value, dict):
+            return {k: as_lists(v) for k, v in value.items()}
+        return value
+
+    original = lifecycle.Runner._rpc
+    converted: dict[int, Any] = {}
+
+    async def check_params(params: list[Any], max_payload: int) -> None:
+        converted[id(params)] = await asyncio.to_thread(as_lists, params)
+
+    def rpc(self: Any, conn: Any, task_id: str, name: str, params: list[Any]) -> Any:
+        return original(self, conn, task_id, name, converted.pop(id(params), params))
+
+    setattr(lifecycle, "parse_frame", parse_frame)  # noqa: B010 - a comparison shim
+    setattr(lifecycle, "check_params", check_params)  # noqa: B010
+    setattr(lifecycle.Runner, "_rpc", rpc)  # noqa: B010
+    setattr(connection, "STREAM_THRESHOLD", 1 << 40)  # noqa: B010
+
+
 # --- the parent ----------------------------------------------------------------------------
 
 
-def _spawn_runner(broker: EmbeddedBroker, ticks: str, log_file: Any) -> subprocess.Popen[bytes]:
+def _spawn_runner(broker: EmbeddedBroker, ticks: str, log_file: Any,
+                  unsliced: bool) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("N8N_")}
     env.update({
         "N8N_RUNNERS_TASK_BROKER_URI": broker.uri,
@@ -128,6 +182,8 @@ def _spawn_runner(broker: EmbeddedBroker, ticks: str, log_file: Any) -> subproce
         "N8N_RUNNERS_LAUNCHER_LOG_LEVEL": "warn",
         "RPC_BENCH_TICKS": ticks,
     })
+    if unsliced:
+        env["RPC_BENCH_UNSLICED"] = "1"
     if os.environ.get("RPC_BENCH_DEBUG"):
         env["PYTHONASYNCIODEBUG"] = "1"  # logs callbacks slower than 10 ms
     return subprocess.Popen([sys.executable, __file__, "--runner-child"], env=env,
@@ -165,13 +221,18 @@ def unsliced_costs(size: int) -> list[tuple[str, float]]:
     return [(name, seconds * 1000) for name, seconds in out]
 
 
-async def bench(runs: int, size: int) -> int:
-    blob = os.urandom(size)
+Row = tuple[str, list[float], list[float], list[tuple[float, float]]]
+
+
+async def measure(runs: int, size: int, blob: bytes, unsliced: bool
+                  ) -> tuple[list[Row], list[tuple[float, float]], list[tuple[float, float]]]:
+    """Run every case ``runs`` times against one runner child; rows, idle window, ticks."""
     items = [{"json": {"name": "blob"},
               "binary": {"data": {"data": base64.b64encode(blob).decode(),
                                   "mimeType": "application/octet-stream",
                                   "fileName": "blob.bin"}}}]
-    cases = [("get", settings(GET, items)),
+    cases = [("control: same items, no helper", settings(CONTROL, items)),
+             ("get", settings(GET, items)),
              ("prepare", settings(PREPARE.format(size=size), [{"json": {}}])),
              ("round trip", settings(ROUND_TRIP, items))]
     with tempfile.TemporaryDirectory() as tmp:
@@ -182,8 +243,8 @@ async def bench(runs: int, size: int) -> int:
                                 request_timeout=60, rate_limit=None,
                                 max_payload=1 << 30)
         await broker.start()
-        child = _spawn_runner(broker, ticks_path, runner_log)
-        rows = []
+        child = _spawn_runner(broker, ticks_path, runner_log, unsliced)
+        rows: list[Row] = []
         try:
             await broker.wait_for_runners(1, timeout=30)
             await broker.submit(settings("return [{'ok': 1}]", []))
@@ -210,7 +271,8 @@ async def bench(runs: int, size: int) -> int:
                     total.append((end - start) * 1000)
                     await asyncio.sleep(0.2)
                 rows.append((name, in_task, total, windows))
-                log(f"{name}: in task {statistics.median(in_task):.0f} ms")
+                log(f"{'unsliced' if unsliced else 'taskbox'} {name}: in task "
+                    f"{statistics.median(in_task):.0f} ms")
         finally:
             child.terminate()
             try:
@@ -220,25 +282,35 @@ async def bench(runs: int, size: int) -> int:
                 child.wait(5)
             runner_log.close()
             await broker.aclose()
-        ticks = _ticks(ticks_path)
+        return rows, idle, _ticks(ticks_path)
 
-    mb = size / (1 << 20)
-    print(f"## Node helpers: {mb:g} MiB through the RPC bridge ({runs} runs, median / max)\n")
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; broker in this process, "
-          "runner in a child process; loop lateness = how late a 10 ms ticker in the "
-          "runner woke up during the case's tasks.\n")
-    print("| case | helper call(s) in task, ms | task submit -> done, ms "
+
+async def bench(runs: int, size: int, compare: bool) -> int:
+    blob = os.urandom(size)
+    modes = [False, True] if compare else [False]
+    results = [(unsliced, *await measure(runs, size, blob, unsliced)) for unsliced in modes]
+
+    print(f"## Node helpers: {size / (1 << 20):g} MiB through the RPC bridge "
+          f"({runs} runs, median / max)\n")
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; broker in this process, runner in a child process. "
+          "Loop lateness: how late a 10 ms ticker in the runner woke up while the case's "
+          "tasks ran. \"unsliced\" is the same runner doing each conversion as one orjson "
+          "call in a thread and sending frames in one piece (for comparison only).\n")
+    print("| runner | case | helper call(s) in task, ms | task submit -> done, ms "
           "| runner loop lateness p99 / worst, ms |")
-    print("|---|---|---|---|")
-    for name, in_task, total, windows in rows:
-        p99, worst = _lateness(ticks, windows)
-        print(f"| {name} | {statistics.median(in_task):.0f} / {max(in_task):.0f} "
-              f"| {statistics.median(total):.0f} / {max(total):.0f} "
-              f"| {p99:.1f} / {worst:.1f} |")
-    p99, worst = _lateness(ticks, idle)
-    print(f"| idle (1 s, no task) | - | - | {p99:.1f} / {worst:.1f} |")
-    print("\nWhat one un-sliced conversion of the same data costs here (it would hold the "
-          "GIL, thread or not, i.e. stall the loop for that long):\n")
+    print("|---|---|---|---|---|")
+    for unsliced, rows, idle, ticks in results:
+        label = "unsliced" if unsliced else "taskbox"
+        for name, in_task, total, windows in rows:
+            p99, worst = _lateness(ticks, windows)
+            print(f"| {label} | {name} | {statistics.median(in_task):.0f} / {max(in_task):.0f} "
+                  f"| {statistics.median(total):.0f} / {max(total):.0f} "
+                  f"| {p99:.1f} / {worst:.1f} |")
+        p99, worst = _lateness(ticks, idle)
+        print(f"| {label} | idle (1 s, no task) | - | - | {p99:.1f} / {worst:.1f} |")
+    print("\nWhat one un-sliced conversion of the same data costs here (it holds the "
+          "GIL, thread or not):\n")
     for what, ms in unsliced_costs(size):
         print(f"* {what}: {ms:.0f} ms")
     return 0
@@ -248,11 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=10 * (1 << 20))
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the unsliced comparison run")
     parser.add_argument("--runner-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.runner_child:
         return asyncio.run(_child_main())
-    return asyncio.run(bench(args.runs, args.size))
+    return asyncio.run(bench(args.runs, args.size, not args.no_compare))
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ async def test_get_binary_data_buffer_and_prepare_binary_data_round_trip(
     assert resp["data"] == {
         "mimeType": "text/plain", "fileType": "text", "directory": "out",
         "fileName": "result.txt", "fileExtension": "txt",
-        "data": base64.b64encode(b"hello world").decode(), "fileSize": "11 B"}
+        "data": base64.b64encode(b"hello world").decode(), "fileSize": "11 B", "bytes": 11}
 
     resp = await call(runner, task_id, "helpers.binaryToString", buffer, call_id="c3")
     assert resp["data"] == "hello world"

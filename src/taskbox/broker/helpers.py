@@ -259,6 +259,7 @@ async def _prepare_binary_data(params: list[Any], settings: Mapping[str, Any]) -
         out["fileExtension"] = extension
     out["data"] = await _b64encode(data)
     out["fileSize"] = pretty_bytes(len(data))
+    out["bytes"] = len(data)  # n8n 2.x adds the exact size (observed 2.41.1)
     return out
 
 

@@ -36,6 +36,8 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from taskbox.errors import SandboxCrashed, SandboxUnavailable
 from taskbox.executor import probe
 from taskbox.executor.limits import Limits
@@ -399,12 +401,18 @@ class Executor:
                     ok, data = await on_rpc(name, params)
                 except Exception as exc:
                     ok, data = False, str(exc) or type(exc).__name__
-        try:
-            tagged, buffers = framing.pack_buffers(data)
-        except framing.FrameError as exc:
-            ok, tagged, buffers = False, f"RPC reply could not be sent: {exc}", []
-        reply = framing.encode({"t": "rpc_reply", "id": message.get("id"), "ok": bool(ok),
-                                "data": tagged, "bufs": len(buffers)}, default=str)
+        head = {"t": "rpc_reply", "id": message.get("id"), "ok": bool(ok), "data": data,
+                "bufs": 0}
+        buffers: list[bytes] = []
+        try:  # orjson refuses bytes: only an answer holding some is walked in Python
+            reply = framing.encode(head)
+        except (orjson.JSONEncodeError, TypeError):
+            try:
+                head["data"], buffers = framing.pack_buffers(data)
+            except framing.FrameError as exc:
+                head["ok"], head["data"] = False, f"RPC reply could not be sent: {exc}"
+            head["bufs"] = len(buffers)
+            reply = framing.encode(head, default=str)
         loop = asyncio.get_running_loop()
         with contextlib.suppress(OSError):
             await loop.sock_sendall(worker.sock, reply)

@@ -114,16 +114,27 @@ def buffer_json_size(data: bytes) -> int:
     return len(BUFFER_PREFIX) + digits + commas + len(_SUFFIX)
 
 
-def has_bytes(value: Any, depth: int = 0) -> bool:
-    """True if ``value`` holds a ``bytes``-like value anywhere."""
+class _BytesFound(Exception):
+    pass
+
+
+def _refuse_bytes(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return True
-    if depth > _MAX_DEPTH:
-        return False
-    if isinstance(value, dict):
-        return any(has_bytes(v, depth + 1) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(has_bytes(v, depth + 1) for v in value)
+        raise _BytesFound
+    return str(value)
+
+
+def has_bytes(value: Any) -> bool:
+    """True if ``value`` holds a ``bytes``-like value anywhere.
+
+    Asked of every helper call's params, so it is one orjson pass (orjson hands
+    bytes to ``default``) instead of a walk in Python: a large JSON body costs
+    milliseconds, not a stall.
+    """
+    try:
+        orjson.dumps(value, default=_refuse_bytes, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        return isinstance(exc.__cause__, _BytesFound)
     return False
 
 
@@ -326,6 +337,8 @@ def parse_broker_frame(raw: bytes) -> m.BrokerMessage | None:
     msg = parse_broker(stripped)
     if not isinstance(msg, m.RpcResponse):
         return parse_broker(raw) if buffers else msg
+    if not buffers and BUFFER_PREFIX not in raw:
+        return msg  # nothing to revive: skip the walk (a large JSON answer is common)
     data = revive(msg.data, buffers)
     return msg if data is msg.data else dataclasses.replace(msg, data=data)
 
@@ -340,5 +353,7 @@ def parse_runner_frame(raw: bytes) -> m.RunnerMessage | None:
     msg = parse_runner(stripped)
     if not isinstance(msg, m.RpcCall):
         return parse_runner(raw) if buffers else msg
+    if not buffers and BUFFER_PREFIX not in raw:
+        return msg
     params = revive(msg.params, buffers)
     return msg if params is msg.params else dataclasses.replace(msg, params=params)
