@@ -39,7 +39,7 @@ async def executor() -> AsyncIterator[Executor]:
 
 
 async def run(executor: Executor, code: str, on_rpc: Echo) -> TaskOutcome:
-    items = [{"json": {}}]
+    items: list[dict[str, Any]] = [{"json": {}}]
     spec = TaskSpec("task-1", code, "runOnceForAllItems", False, orjson.dumps(items), 1)
     return await executor.run(spec, lambda args: None, on_rpc)
 
