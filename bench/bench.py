@@ -52,6 +52,7 @@ TARGET_TPUT_8 = 400.0
 TARGET_COLD_MS = 120.0
 TARGET_10K_MS = 50.0
 TARGET_IDLE_MB = 80.0
+CORES = os.cpu_count() or 1
 
 
 def log(message: str) -> None:
@@ -247,8 +248,39 @@ def python_pass_ms(runs: int) -> float:
     return statistics.median(times)
 
 
-async def throughput(broker: EmbeddedBroker, tasks: int, concurrency: int) -> float:
-    """Tasks/s with ``concurrency`` submits in flight, ``tasks`` in total."""
+def cpu_by_role(runner: RunnerProcess) -> dict[str, float]:
+    """CPU seconds used so far by this process (the broker) and by the runner's tree.
+
+    Workers are single-use: the zygote reaps them, so their CPU shows up in the zygote's
+    ``children_*`` times; the workers still alive are added one by one.
+    """
+    own = os.times()
+    cpu = {"broker": own.user + own.system, "runner": 0.0, "zygote": 0.0, "workers": 0.0}
+    for proc in runner.tree():
+        try:
+            times = proc.cpu_times()
+            parent = proc.ppid()
+        except psutil.NoSuchProcess:
+            continue
+        if proc.pid == runner.proc.pid:
+            cpu["runner"] += times.user + times.system
+        elif parent == runner.proc.pid:
+            cpu["zygote"] += times.user + times.system
+            cpu["workers"] += times.children_user + times.children_system
+        else:
+            cpu["workers"] += times.user + times.system
+    return cpu
+
+
+@dataclass(frozen=True)
+class Throughput:
+    rate: float  # tasks/s
+    cpu_ms: dict[str, float]  # CPU ms per task by role
+
+
+async def throughput(broker: EmbeddedBroker, runner: RunnerProcess, tasks: int,
+                     concurrency: int) -> Throughput:
+    """Tasks/s with ``concurrency`` submits in flight, ``tasks`` in total, and CPU per task."""
     todo = iter(range(tasks))
     failures: list[TaskOutcome] = []
     task = settings(TRIVIAL)
@@ -259,12 +291,16 @@ async def throughput(broker: EmbeddedBroker, tasks: int, concurrency: int) -> fl
             if out.status != "done":
                 failures.append(out)
 
+    before = cpu_by_role(runner)
     started = time.monotonic()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed = time.monotonic() - started
+    await wait_idle(runner, concurrency + 1)  # replacement workers are part of the cost
+    after = cpu_by_role(runner)
     if failures:
         raise RuntimeError(f"{len(failures)} task(s) failed, first: {failures[0].error!r}")
-    return tasks / elapsed
+    return Throughput(tasks / elapsed,
+                      {role: (after[role] - before[role]) * 1000 / tasks for role in before})
 
 
 async def timed_task(broker: EmbeddedBroker, task: dict[str, Any], runs: int,
@@ -357,7 +393,7 @@ async def run(plan: Plan, command: Sequence[str] = ()) -> tuple[list[Row], list[
         log("cold starts ...")
         cold_offer, cold_done = await cold_start(broker, plan.cold_starts, command)
 
-        tputs: dict[int, float] = {}
+        tputs: dict[int, Throughput] = {}
         latencies: list[float] = []
         submit_latencies: list[float] = []
         big_ms = each_ms = 0.0
@@ -368,7 +404,7 @@ async def run(plan: Plan, command: Sequence[str] = ()) -> tuple[list[Row], list[
             runner = RunnerProcess.spawn(broker, f"bench-c{concurrency}", concurrency, command)
             try:
                 await broker.wait_for_runners(1, timeout=20.0)
-                await throughput(broker, plan.warmup, concurrency)
+                await throughput(broker, runner, plan.warmup, concurrency)
                 if concurrency == 1:
                     log(f"latency: {plan.latency_tasks} trivial tasks at concurrency 1 ...")
                     for _ in range(plan.latency_tasks):
@@ -388,8 +424,11 @@ async def run(plan: Plan, command: Sequence[str] = ()) -> tuple[list[Row], list[
                 rounds = []
                 for _ in range(plan.tput_rounds):
                     log(f"throughput: {plan.tput_tasks} tasks at concurrency {concurrency} ...")
-                    rounds.append(await throughput(broker, plan.tput_tasks, concurrency))
-                tputs[concurrency] = statistics.median(rounds)
+                    rounds.append(await throughput(broker, runner, plan.tput_tasks, concurrency))
+                tputs[concurrency] = Throughput(
+                    statistics.median(r.rate for r in rounds),
+                    {role: statistics.median(r.cpu_ms[role] for r in rounds)
+                     for role in rounds[0].cpu_ms})
                 if concurrency == 8:
                     idle_workers = await wait_idle(runner, concurrency + 1)
                     await asyncio.sleep(0.5)
@@ -417,11 +456,21 @@ async def run(plan: Plan, command: Sequence[str] = ()) -> tuple[list[Row], list[
                     f"{percentile(submit_latencies, 50):.2f} ms"))
     rounds_note = f"median of {plan.tput_rounds} x {plan.tput_tasks}" \
         if plan.tput_rounds > 1 else f"{plan.tput_tasks} tasks"
-    for concurrency, value in tputs.items():
+    for concurrency, tput in tputs.items():
         target = f">= {TARGET_TPUT_8:g}/s" if concurrency == 8 else ""
         rows.append(Row(f"throughput, concurrency {concurrency} ({rounds_note})",
-                        f"{value:.0f} tasks/s", target,
-                        value >= TARGET_TPUT_8 if concurrency == 8 else None))
+                        f"{tput.rate:.0f} tasks/s", target,
+                        tput.rate >= TARGET_TPUT_8 if concurrency == 8 else None))
+    for concurrency, tput in tputs.items():
+        cpu = tput.cpu_ms
+        tree = cpu["runner"] + cpu["zygote"] + cpu["workers"]
+        total = tree + cpu["broker"]
+        rows.append(Row(
+            f"CPU per task at concurrency {concurrency}: runner / zygote / workers / "
+            f"broker+bench (ceiling on {CORES} idle cores)",
+            f"{cpu['runner']:.2f} / {cpu['zygote']:.2f} / {cpu['workers']:.2f} / "
+            f"{cpu['broker']:.2f} ms ({CORES * 1000 / total:.0f} tasks/s; "
+            f"{CORES * 1000 / tree:.0f}/s with the broker elsewhere)"))
     rows.append(Row(f"cold start: process start -> first `runner:taskoffer` "
                     f"(median of {plan.cold_starts})",
                     f"{cold_offer:.0f} ms", f"<= {TARGET_COLD_MS:g} ms",
