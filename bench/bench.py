@@ -336,6 +336,9 @@ async def cold_start(broker: EmbeddedBroker, starts: int,
             out = await broker.submit(settings(TRIVIAL), timeout=SUBMIT_TIMEOUT)
             accept_to_done_ms(out)
             to_done.append((out.done_at - runner.started_at) * 1000)
+        except BaseException:
+            log(f"runner {runner.runner_id} log tail:\n{runner.log_tail()}")
+            raise
         finally:
             runner.stop()
             runner.close()
