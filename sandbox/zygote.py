@@ -17,10 +17,11 @@ see ``framing.py``):
    applies ``Confinement.apply([its channel fd])`` at once, then blocks reading
    its task. The runner's end of the worker's socketpair travels as
    ``{"t": "worker", "pid"}`` with the fd attached (SCM_RIGHTS);
-4. runner -> ``{"t": "used", "pid"}`` once a worker's task has ended: fork a
-   replacement. Sent at the end, not at the start, so the fork and the new
-   worker's confinement never compete for CPU with a running task; the one
-   spare worker covers the next task meanwhile;
+4. runner -> ``{"t": "taken", "pid"}`` before it sends a worker its task. The
+   replacement is forked when that worker exits (its task ended), so the fork
+   and the new worker's confinement never compete for CPU with a running task;
+   the one spare worker covers the next task meanwhile. Taken messages are read
+   before children are reaped, so a used worker never counts as a failure;
 5. the zygote reaps every child and reports ``{"t": "exit", "pid", "status",
    "cpu"}`` (raw wait status, CPU seconds), so the runner can name a signal;
 6. runner -> ``{"t": "stop"}``, or the control socket closing: kill every
@@ -122,6 +123,7 @@ class Zygote:
         self.target = max(1, max_concurrency) + 1
         self.confinement = confinement
         self.ready: set[int] = set()  # forked, not yet taken
+        self.busy: set[int] = set()  # taken by the runner, not yet reaped
         self.live: set[int] = set()  # every unreaped worker
         self.failures = 0  # consecutive workers that died before being taken
         self.retry_at = 0.0
@@ -171,10 +173,17 @@ class Zygote:
 
     def top_up(self) -> None:
         now = time.monotonic()
-        while len(self.ready) < self.target and now >= self.retry_at:
+        # A taken worker's replacement is forked when it exits (the task ended), so
+        # the fork never competes with a running task; the spare covers the gap.
+        while len(self.ready) + len(self.busy) < self.target and now >= self.retry_at:
             self.spawn()
 
     def reap(self) -> None:
+        # The runner says "taken" before it hands the worker its task, so any such
+        # message is already queued when the worker's SIGCHLD is: read them first,
+        # or a used worker would look like one that died before use.
+        if not self.drain_control():
+            self.stop()
         while True:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -183,6 +192,7 @@ class Zygote:
             if pid == 0:
                 return
             self.live.discard(pid)
+            self.busy.discard(pid)
             if pid in self.ready:
                 # Died before it was used: confinement failed or it was killed.
                 self.ready.discard(pid)
@@ -217,7 +227,7 @@ class Zygote:
             while True:
                 self.top_up()
                 timeout = None
-                if len(self.ready) < self.target:
+                if len(self.ready) + len(self.busy) < self.target:
                     timeout = max(0, int((self.retry_at - time.monotonic()) * 1000) + 1)
                 try:
                     events = poller.poll(timeout)
@@ -229,7 +239,7 @@ class Zygote:
                             while os.read(self.wake_r, 512):
                                 pass
                         self.reap()
-                    elif not self.handle_control():
+                    elif not self.drain_control():
                         self.stop()
                 self.reap()
         except OSError as exc:
@@ -237,23 +247,26 @@ class Zygote:
                 raise
             self.stop()
 
-    def handle_control(self) -> bool:
-        try:
-            data = self.control.recv(_CONTROL_MAX)
-        except BlockingIOError:
-            return True
-        if not data:
-            return False
-        message = framing.decode(data[framing.HEADER_SIZE:])
-        kind = message.get("t") if isinstance(message, dict) else None
-        if kind == "used":
-            pid = message.get("pid")
-            if pid in self.ready:
-                self.ready.discard(pid)
-                self.failures = 0
-                self.retry_at = 0.0
-            return True
-        return kind != "stop"
+    def drain_control(self) -> bool:
+        """Handle every queued control message; False when the runner said stop or left."""
+        while True:
+            try:
+                data = self.control.recv(_CONTROL_MAX, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return True
+            if not data:
+                return False
+            message = framing.decode(data[framing.HEADER_SIZE:])
+            kind = message.get("t") if isinstance(message, dict) else None
+            if kind == "stop":
+                return False
+            if kind == "taken":
+                pid = message.get("pid")
+                if pid in self.ready:
+                    self.ready.discard(pid)
+                    self.busy.add(pid)
+                    self.failures = 0
+                    self.retry_at = 0.0
 
     def stop(self) -> NoReturn:
         self.kill_all()

@@ -335,16 +335,9 @@ class ZygoteHandle:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self._ready.appendleft(waiter.result())
                 raise
+        # Before the task is sent, so the zygote learns it before the worker can exit.
+        self._send_control({"t": "taken", "pid": worker.pid})
         return worker
-
-    def release(self, worker: WorkerHandle) -> None:
-        """Tell the zygote ``worker`` is used up, so it forks a replacement.
-
-        Called when the task ends rather than when it starts: the fork and the
-        new worker's confinement then never compete with a running task for
-        CPU, and the spare worker (``max_concurrency + 1``) covers the gap.
-        """
-        self._send_control({"t": "used", "pid": worker.pid})
 
     def _send_control(self, message: dict[str, Any]) -> None:
         control = self._control

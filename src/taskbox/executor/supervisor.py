@@ -228,10 +228,9 @@ class Executor:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.limits.task_timeout
             worker: WorkerHandle | None = None
-            zygote: ZygoteHandle | None = None
             try:
                 async with asyncio.timeout_at(deadline) as scope:
-                    zygote, worker = await self._take_worker()
+                    worker = await self._take_worker()
                     self._running.add(worker)
                     return await self._drive(worker, spec, on_print, on_rpc)
             except TimeoutError:
@@ -257,10 +256,8 @@ class Executor:
                 if worker is not None:
                     self._running.discard(worker)
                     worker.close()
-                if zygote is not None and worker is not None:
-                    zygote.release(worker)
 
-    async def _take_worker(self) -> tuple[ZygoteHandle, WorkerHandle]:
+    async def _take_worker(self) -> WorkerHandle:
         while True:
             if self._closing or self._supervisor is None:
                 raise SandboxCrashed("the sandbox executor is not running")
@@ -269,7 +266,7 @@ class Executor:
             if zygote is None:  # pragma: no cover - set together with the event
                 continue
             try:
-                return zygote, await zygote.take()
+                return await zygote.take()
             except ZygoteGone:
                 self._zygote_up.clear()  # the supervisor sets it again
 
