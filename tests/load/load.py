@@ -97,7 +97,12 @@ DRAIN_INTERVAL = 0.2
 
 @dataclass(frozen=True)
 class Options:
-    """One load run. ``warmup`` None: ``min(300, max(50, tasks // 10))``."""
+    """One load run. ``warmup`` None: ``min(300, max(200, tasks // 10))``.
+
+    The runner's RSS climbs ~2 MiB over its first ~200 mixed tasks (allocator arenas
+    for 1,000-item frames at full concurrency) and is flat after that, so the memory
+    baseline is taken only after a warm-up at least that long.
+    """
 
     tasks: int = 10_000
     concurrency: int = 16
@@ -115,7 +120,7 @@ class Options:
 
     @property
     def warmup_tasks(self) -> int:
-        return self.warmup if self.warmup is not None else min(300, max(50, self.tasks // 10))
+        return self.warmup if self.warmup is not None else min(300, max(200, self.tasks // 10))
 
 
 def log(message: str) -> None:
