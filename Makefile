@@ -20,10 +20,10 @@ run: install
 lint: style types
 
 style: install
-	$(BIN)/ruff check src sandbox tests security
+	$(BIN)/ruff check src sandbox tests security bench
 
 types: install
-	$(BIN)/mypy --strict src sandbox tests
+	$(BIN)/mypy --strict src sandbox tests bench
 
 unit: install
 	$(BIN)/pytest -q -m "not slow" tests/protocol tests/policy tests/sandbox tests/broker tests/unit
