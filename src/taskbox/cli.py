@@ -13,9 +13,7 @@ import logging
 import os
 import secrets
 import sys
-import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -132,6 +130,8 @@ def _connect(args: argparse.Namespace) -> int:
         return 2
     _scrub_secrets()
     if getattr(args, "check", False):
+        import urllib.request
+
         url = f"http://{config.health.host}:{config.health.port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
@@ -151,7 +151,11 @@ def _connect(args: argparse.Namespace) -> int:
 def _read_json_items(source: str | None) -> list[Any]:
     if source is None:
         return [{"json": {}}]
-    raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    if source == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        with open(source, "rb") as handle:
+            raw = handle.read()
     data = orjson.loads(raw)
     if isinstance(data, dict):
         data = [data]
@@ -175,7 +179,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.log_level, config.log_format)
     try:
-        code = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        if args.file == "-":
+            code = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as handle:
+                code = handle.read()
         items = _read_json_items(args.items)
     except (OSError, ValueError, orjson.JSONDecodeError) as exc:
         print(f"taskbox run: {exc}", file=sys.stderr)
@@ -186,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         "continueOnFail": bool(args.continue_on_fail),
         "items": items,
         "workflowMode": "manual",
-        "nodeName": Path(args.file).name,
+        "nodeName": os.path.basename(args.file),
         "workflowName": "taskbox run",
     }
     from taskbox.standalone import run_snippet

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -164,7 +163,8 @@ class _Reader:
         path = self.environ.get(f"{name}_FILE")
         if path:
             try:
-                return Path(path).read_text(encoding="utf-8").strip()
+                with open(path, encoding="utf-8") as handle:
+                    return handle.read().strip()
             except OSError as exc:
                 self.problems.append(f"{name}_FILE: cannot read {path}: {exc.strerror}")
         return None

@@ -59,7 +59,7 @@ async def assert_serves(broker: EmbeddedBroker, runner: Runner | None = None) ->
 
 def metric(runner: Runner, name: str, **labels: str) -> float:
     """A sample from the runner's /metrics registry (0 when never set)."""
-    return runner.metrics.registry.get_sample_value(name, labels) or 0.0
+    return runner.metrics.sample(name, **labels)
 
 
 def of_type(broker: EmbeddedBroker, direction: str, kind: str) -> list[dict[str, Any]]:

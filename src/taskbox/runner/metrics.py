@@ -1,24 +1,42 @@
-"""Prometheus metrics for /metrics on the health server (issue 7).
+"""Metrics for /metrics on the health server (issue 7), in Prometheus' text format.
 
-A private registry, so several runners in one process (tests) never collide. Counters
-are bumped where things happen (outgoing frames through ``on_sent``, task ends through
-``observe_task``); the pool and layer gauges are read from the executor at scrape time.
+The hot path only bumps plain integers; ``prometheus_client`` is imported and the
+metric families are built when /metrics is scraped. Importing it at start-up cost
+about 10 ms of the runner's cold start, which n8n's launcher pays on every idle cycle.
+Counters are bumped where things happen (outgoing frames through ``on_sent``, task
+ends through ``observe_task``); pool and layer gauges are read at scrape time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+import bisect
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from taskbox.protocol import messages as m
 
 __all__ = ["Metrics"]
 
+_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0, 300.0)
+_KILL_KINDS = frozenset({"timeout", "memory", "cpu", "signal", "cancelled", "payload"})
+
+
+class Counter:
+    """A counter with an optional label; ``inc()`` or ``inc("value")``."""
+
+    __slots__ = ("help", "label", "name", "values")
+
+    def __init__(self, name: str, help_text: str, label: str | None = None) -> None:
+        self.name, self.help, self.label = name, help_text, label
+        self.values: dict[str, int] = {}
+
+    def inc(self, value: str = "") -> None:
+        self.values[value] = self.values.get(value, 0) + 1
+
 
 class Metrics:
-    """Everything the runner counts; cheap enough for the hot path."""
+    """Everything the runner counts; a dict increment per event."""
 
     def __init__(self, *, ready_workers: Callable[[], int] | None = None,
                  layers: Callable[[], dict[str, bool]] | None = None) -> None:
@@ -26,61 +44,103 @@ class Metrics:
         ready_workers: read at scrape time for ``taskbox_ready_workers``.
         layers: read at scrape time for ``taskbox_sandbox_layer_active``.
         """
-        r = self.registry = CollectorRegistry()
-        self.tasks = Counter("taskbox_tasks_total", "Finished tasks by outcome", ["outcome"],
-                             registry=r)
-        self.duration = Histogram(
-            "taskbox_task_duration_seconds", "Settings to result, seconds", registry=r,
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-                     60, 300))
-        self.offers_sent = Counter("taskbox_offers_sent_total", "runner:taskoffer sent",
-                                   registry=r)
-        self.offers_accepted = Counter("taskbox_offers_accepted_total", "Tasks accepted",
-                                       registry=r)
-        self.offers_rejected = Counter("taskbox_offers_rejected_total", "Accepts rejected",
-                                       ["reason"], registry=r)
-        self.rpc_calls = Counter("taskbox_rpc_calls_total",
+        self.tasks = Counter("taskbox_tasks", "Finished tasks by outcome", "outcome")
+        self.offers_sent = Counter("taskbox_offers_sent", "runner:taskoffer sent")
+        self.offers_accepted = Counter("taskbox_offers_accepted", "Tasks accepted")
+        self.offers_rejected = Counter("taskbox_offers_rejected", "Accepts rejected", "reason")
+        self.rpc_calls = Counter("taskbox_rpc_calls",
                                  "runner:rpc calls sent for tasks (prints included), by method",
-                                 ["name"], registry=r)
-        self.reconnects = Counter("taskbox_reconnects_total", "Reconnects to the broker",
-                                  registry=r)
-        self.malformed_frames = Counter("taskbox_malformed_frames_total",
-                                        "Broker frames skipped as malformed", registry=r)
-        self.worker_kills = Counter("taskbox_worker_kills_total",
-                                    "Workers killed or crashed before a result, by cause",
-                                    ["cause"], registry=r)
-        self.layers = Gauge("taskbox_sandbox_layer_active", "1 if a sandbox layer is active",
-                            ["layer"], registry=r)
-        self.ready_workers = Gauge("taskbox_ready_workers", "Pre-forked workers ready",
-                                   registry=r)
-        if ready_workers is not None:
-            self.ready_workers.set_function(ready_workers)
-        self._layers = layers
-
-    _KILL_KINDS = frozenset({"timeout", "memory", "cpu", "signal", "cancelled", "payload"})
+                                 "name")
+        self.reconnects = Counter("taskbox_reconnects", "Reconnects to the broker")
+        self.malformed_frames = Counter("taskbox_malformed_frames",
+                                        "Broker frames skipped as malformed")
+        self.worker_kills = Counter("taskbox_worker_kills",
+                                    "Workers killed or crashed before a result, by cause", "cause")
+        self._counters = (self.tasks, self.offers_sent, self.offers_accepted,
+                          self.offers_rejected, self.rpc_calls, self.reconnects,
+                          self.malformed_frames, self.worker_kills)
+        self._bucket_counts = [0] * (len(_BUCKETS) + 1)  # the last one is +Inf
+        self._duration_sum = 0.0
+        self._ready_workers = ready_workers
+        self._layers_source = layers
+        self._layers: dict[str, bool] = {}
 
     def observe_task(self, kind: str, seconds: float) -> None:
         """One finished task: its outcome kind (``TaskOutcome.kind``) and duration."""
-        self.tasks.labels(outcome=kind).inc()
-        self.duration.observe(seconds)
-        if kind in self._KILL_KINDS:
-            self.worker_kills.labels(cause=kind).inc()
+        self.tasks.inc(kind)
+        self._bucket_counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        self._duration_sum += seconds
+        if kind in _KILL_KINDS:
+            self.worker_kills.inc(kind)
 
     def on_sent(self, msg: m.RunnerMessage) -> None:
         """Called by the connection for every frame it wrote."""
         if isinstance(msg, m.TaskOffer):
             self.offers_sent.inc()
         elif isinstance(msg, m.TaskRejected):
-            self.offers_rejected.labels(reason=msg.reason).inc()
+            self.offers_rejected.inc(msg.reason)
         elif isinstance(msg, m.RpcCall):
-            self.rpc_calls.labels(name=msg.name).inc()
+            self.rpc_calls.inc(msg.name)
 
     def set_layers(self, layers: dict[str, bool]) -> None:
-        for name, active in layers.items():
-            self.layers.labels(layer=name).set(1 if active else 0)
+        self._layers = dict(layers)
+
+    def _families(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        for counter in self._counters:
+            labels = [counter.label] if counter.label else []
+            family = CounterMetricFamily(counter.name, counter.help, labels=labels)
+            for value, count in sorted(counter.values.items()):
+                family.add_metric([value] if counter.label else [], count)
+            yield family
+        cumulative, buckets = 0, []
+        for bound, count in zip((*_BUCKETS, float("inf")), self._bucket_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily("taskbox_task_duration_seconds",
+                                    "Settings to result, seconds", buckets=buckets,
+                                    sum_value=self._duration_sum)
+        if self._layers_source is not None:
+            self._layers = dict(self._layers_source())
+        layers = GaugeMetricFamily("taskbox_sandbox_layer_active",
+                                   "1 if a sandbox layer is active", labels=["layer"])
+        for name, active in sorted(self._layers.items()):
+            layers.add_metric([name], 1 if active else 0)
+        yield layers
+        ready = GaugeMetricFamily("taskbox_ready_workers", "Pre-forked workers ready")
+        ready.add_metric([], self._ready_workers() if self._ready_workers is not None else 0)
+        yield ready
 
     def render(self) -> tuple[str, bytes]:
         """The /metrics response: (content type, Prometheus text format)."""
-        if self._layers is not None:
-            self.set_layers(self._layers())
-        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self))
+        return CONTENT_TYPE_LATEST, generate_latest(registry)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """One sample as /metrics shows it (0 when absent); for tests and debugging."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(self.render()[1].decode()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+
+class _Collector:
+    """Adapter: prometheus_client calls ``collect()`` at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        return self._metrics._families()

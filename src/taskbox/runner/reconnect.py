@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import orjson
@@ -45,6 +43,10 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def _post_auth(url: str, auth_token: str, timeout: float) -> str:
+    # Imported here: only a runner holding the auth token needs it (cold start, §14.4).
+    import urllib.error
+    import urllib.request
+
     body = orjson.dumps({"token": auth_token})
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
