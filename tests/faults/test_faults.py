@@ -41,7 +41,8 @@ async def serving(broker: EmbeddedBroker, **env: str) -> AsyncIterator[Runner]:
         # Registration does not wait for the sandbox: wait for a full pool, so a fault
         # never hits a zygote that is still starting.
         pool = runner.config.max_concurrency + 1
-        await until(lambda: runner.executor.ready_workers == pool, timeout=20)
+        sandbox = await asyncio.wait_for(runner.sandbox(), 20)
+        await until(lambda: sandbox.ready_workers == pool, timeout=20)
         yield runner
     finally:
         if not task.done():
@@ -86,7 +87,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 async def busy_worker(runner: Runner) -> psutil.Process:
     """The zygote's child running a CPU-bound task: the one that has used real CPU time."""
-    zygote_pid = runner.executor.zygote_pid  # type: ignore[attr-defined]
+    zygote_pid = (await runner.sandbox()).zygote_pid  # type: ignore[attr-defined]
     assert zygote_pid is not None
     zygote = psutil.Process(zygote_pid)
 
@@ -117,8 +118,9 @@ async def test_worker_sigkilled_from_outside(broker: EmbeddedBroker) -> None:
 async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
     async with serving(broker) as runner:
         await assert_serves(broker, runner)
-        await until(lambda: runner.executor.ready_workers == 5)
-        zygote = psutil.Process(runner.executor.zygote_pid)  # type: ignore[attr-defined]
+        sandbox = await runner.sandbox()
+        await until(lambda: sandbox.ready_workers == 5)
+        zygote = psutil.Process(sandbox.zygote_pid)  # type: ignore[attr-defined]
         idle = zygote.children()
         assert len(idle) == 5  # max_concurrency + 1, all idle
         for worker in idle:
@@ -148,7 +150,7 @@ async def test_zygote_killed_mid_task(broker: EmbeddedBroker,
         first, _ = await running(broker, BUSY.format(s=20))
         second, _ = await running(broker, BUSY.format(s=20))
         await asyncio.sleep(0.3)
-        old = runner.executor.zygote_pid  # type: ignore[attr-defined]
+        old = (await runner.sandbox()).zygote_pid  # type: ignore[attr-defined]
         assert old is not None
         os.kill(old, signal.SIGKILL)
         for pending in (first, second):
@@ -158,7 +160,7 @@ async def test_zygote_killed_mid_task(broker: EmbeddedBroker,
                                             "(the sandbox process died); the task did not finish")
         await assert_serves(broker, runner)
         assert metric(runner, "taskbox_worker_kills_total", cause="signal") == 2
-        new = runner.executor.zygote_pid  # type: ignore[attr-defined]
+        new = (await runner.sandbox()).zygote_pid  # type: ignore[attr-defined]
         assert new is not None and new != old
         assert not psutil.pid_exists(old)  # reaped before the replacement started
     messages = [(r.levelno, r.getMessage()) for r in caplog.records]

@@ -59,7 +59,7 @@ async def test_metrics_count_outcomes_offers_rpcs_kills_and_reconnects(
         await broker.wait_for_runners(1, timeout=10)
         assert (await broker.submit(settings("return []"))).status == "done"
         async with asyncio.timeout(10):  # all max_concurrency + 1 workers forked again
-            while runner.executor.ready_workers < 5:
+            while (await runner.sandbox()).ready_workers < 5:
                 await asyncio.sleep(0.02)
 
         ctype, samples = await asyncio.to_thread(scrape, runner.health.port)
@@ -85,7 +85,7 @@ async def test_metrics_count_outcomes_offers_rpcs_kills_and_reconnects(
     assert value(samples, "taskbox_malformed_frames_total") == 1
     assert value(samples, "taskbox_reconnects_total") == 1
     assert value(samples, "taskbox_ready_workers") == 5
-    layers = runner.executor.layers
+    layers = (await runner.sandbox()).layers
     assert layers and "seccomp" in layers
     for layer, active in layers.items():
         assert value(samples, "taskbox_sandbox_layer_active", layer=layer) == float(active)

@@ -6,8 +6,9 @@ workers live in ``taskbox_sandbox`` and are reached only through JSON frames.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from taskbox.executor.limits import DEFAULT_BUILTINS_DENY, Limits
-from taskbox.executor.supervisor import Executor
 from taskbox.executor.task import (
     NodeMode,
     PrintSink,
@@ -28,3 +29,16 @@ __all__ = [
     "TaskSpec",
     "failure",
 ]
+
+if TYPE_CHECKING:
+    from taskbox.executor.supervisor import Executor
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the supervisor pulls in ctypes, psutil and the pool (~15 ms), which the
+    # runner needs only after its first offers are out (cold start, protocol.md §14.4).
+    if name == "Executor":
+        from taskbox.executor.supervisor import Executor
+
+        return Executor
+    raise AttributeError(name)

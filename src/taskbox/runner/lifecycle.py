@@ -80,17 +80,13 @@ class Runner:
                  handle_signals: bool = True) -> None:
         self.config = config
         self.handle_signals = handle_signals
-        if executor is None:
-            from taskbox.executor import Executor
-
-            executor = Executor(config.limits, config.max_concurrency,
-                                logging.getLogger("taskbox.executor"))
-        self.executor = executor
+        self.executor = executor  # None: made after registration, see _start_executor
         self.policy = SecurityPolicy.from_limits(config.limits)
         self.runner_id = config.runner_id or new_id()
         # Gauges read at scrape time: the pool and the layers change after a zygote restart.
-        self.metrics = Metrics(ready_workers=lambda: self.executor.ready_workers,
-                               layers=lambda: self.executor.layers)
+        self.metrics = Metrics(
+            ready_workers=lambda: self.executor.ready_workers if self.executor else 0,
+            layers=lambda: self.executor.layers if self.executor else {})
         self.conn: Connection | None = None
         self.health: HealthServer | None = None
         self._runs: dict[str, asyncio.Task[Any]] = {}  # task id -> executor.run()
@@ -101,6 +97,7 @@ class Runner:
         self._force = False
         self._draining = False
         self._executor_ready: asyncio.Task[dict[str, bool]] | None = None
+        self._registered = asyncio.Event()
         self._idle_handle: asyncio.TimerHandle | None = None
         self.exit_code = EXIT_OK
 
@@ -115,13 +112,21 @@ class Runner:
                 self.health = HealthServer(self.config.health.host, self.config.health.port,
                                            {"/metrics": self.metrics.render})
                 await self.health.start()
-            self._executor_ready = asyncio.create_task(self.executor.start())
+            self._executor_ready = asyncio.create_task(self._start_executor())
             self._executor_ready.add_done_callback(self._executor_started)
             return await self._serve()
         finally:
             await self._cleanup()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+
+    async def sandbox(self) -> ExecutorLike:
+        """The executor once it has started (it starts after registration)."""
+        while self._executor_ready is None:
+            await asyncio.sleep(0.01)
+        await asyncio.shield(self._executor_ready)
+        assert self.executor is not None
+        return self.executor
 
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: stop now."""
@@ -298,12 +303,29 @@ class Runner:
             elif isinstance(event, Registered):
                 log.info("registered with the broker as %s (runner id %s)", RUNNER_NAME,
                          self.runner_id)
+                self._registered.set()
                 self._reset_idle()
             elif isinstance(event, DrainRequested):
                 log.info("broker:drain received: finishing running tasks, then closing")
                 self._draining = True
                 self.exit_code = EXIT_OK
                 self._stop_event.set()
+
+    async def _start_executor(self) -> dict[str, bool]:
+        """Start the sandbox once the first offers are out.
+
+        Importing the executor and spawning the zygote block the loop for ~20 ms; done
+        after registration (or 0.5 s at the latest) they no longer delay the first
+        offer. A task accepted meanwhile waits for the zygote's READY.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._registered.wait(), 0.5)
+        if self.executor is None:
+            from taskbox.executor import Executor
+
+            self.executor = Executor(self.config.limits, self.config.max_concurrency,
+                                     logging.getLogger("taskbox.executor"))
+        return await self.executor.start()
 
     def _executor_started(self, task: asyncio.Task[dict[str, bool]]) -> None:
         if task.cancelled():
@@ -402,6 +424,7 @@ class Runner:
                               on_rpc: RpcCall) -> TaskOutcome:
         assert self._executor_ready is not None
         await asyncio.shield(self._executor_ready)
+        assert self.executor is not None  # set before _executor_ready can finish
         return await self.executor.run(spec, on_print, on_rpc)
 
     def _rpc(self, conn: Connection, task_id: str, name: str,
@@ -468,8 +491,9 @@ class Runner:
             await self.conn.close(1000, "runner shutting down")
         if self._executor_ready is not None and not self._executor_ready.done():
             self._executor_ready.cancel()
-        with contextlib.suppress(Exception):
-            await self.executor.aclose()
+        if self.executor is not None:
+            with contextlib.suppress(Exception):
+                await self.executor.aclose()
         if self.health is not None:
             await self.health.aclose()
 
