@@ -31,7 +31,7 @@ Pure: stdlib and orjson only; no I/O, no clock, no asyncio.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import orjson
@@ -323,24 +323,33 @@ def revive(value: Any, buffers: list[bytes], depth: int = 0) -> Any:
     return value
 
 
+def _parse_reviving(raw: bytes, parse: Callable[[bytes], Any], carrier: type,
+                    field: str) -> Any:
+    """Parse with ``parse``; Buffers inside ``carrier.<field>`` come back as bytes.
+
+    Buffers are cut out before parsing and revived in that field only; a frame of
+    another type is parsed as it came (its Buffer objects, if any, are user data and
+    stay JSON objects).
+    """
+    stripped, buffers = cut_buffers(raw)
+    msg = parse(stripped)
+    if not isinstance(msg, carrier):
+        return parse(raw) if buffers else msg
+    if not buffers and BUFFER_PREFIX not in raw:
+        return msg  # nothing to revive: skip the walk (a large JSON answer is common)
+    value = getattr(msg, field)
+    revived = revive(value, buffers)
+    return msg if revived is value else dataclasses.replace(msg, **{field: revived})  # type: ignore[type-var]
+
+
 def parse_broker_frame(raw: bytes) -> m.BrokerMessage | None:
     """:func:`~taskbox.protocol.serde.parse_broker`, with an rpcresponse's Buffers as bytes.
-
-    Buffers are cut out before parsing and revived in ``RpcResponse.data``; a
-    frame of another type is parsed as it came (its Buffer objects, if any, are
-    user data and stay JSON objects).
 
     Raises:
         RemoteProtocolError: as ``parse_broker``.
     """
-    stripped, buffers = cut_buffers(raw)
-    msg = parse_broker(stripped)
-    if not isinstance(msg, m.RpcResponse):
-        return parse_broker(raw) if buffers else msg
-    if not buffers and BUFFER_PREFIX not in raw:
-        return msg  # nothing to revive: skip the walk (a large JSON answer is common)
-    data = revive(msg.data, buffers)
-    return msg if data is msg.data else dataclasses.replace(msg, data=data)
+    msg: m.BrokerMessage | None = _parse_reviving(raw, parse_broker, m.RpcResponse, "data")
+    return msg
 
 
 def parse_runner_frame(raw: bytes) -> m.RunnerMessage | None:
@@ -349,11 +358,5 @@ def parse_runner_frame(raw: bytes) -> m.RunnerMessage | None:
     Raises:
         RemoteProtocolError: as ``parse_runner``.
     """
-    stripped, buffers = cut_buffers(raw)
-    msg = parse_runner(stripped)
-    if not isinstance(msg, m.RpcCall):
-        return parse_runner(raw) if buffers else msg
-    if not buffers and BUFFER_PREFIX not in raw:
-        return msg
-    params = revive(msg.params, buffers)
-    return msg if params is msg.params else dataclasses.replace(msg, params=params)
+    msg: m.RunnerMessage | None = _parse_reviving(raw, parse_runner, m.RpcCall, "params")
+    return msg
