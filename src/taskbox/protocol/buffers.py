@@ -332,14 +332,14 @@ def _parse_reviving(raw: bytes, parse: Callable[[bytes], Any], carrier: type,
     stay JSON objects).
     """
     stripped, buffers = cut_buffers(raw)
-    msg = parse(stripped)
+    msg: Any = parse(stripped)
     if not isinstance(msg, carrier):
         return parse(raw) if buffers else msg
     if not buffers and BUFFER_PREFIX not in raw:
         return msg  # nothing to revive: skip the walk (a large JSON answer is common)
     value = getattr(msg, field)
     revived = revive(value, buffers)
-    return msg if revived is value else dataclasses.replace(msg, **{field: revived})  # type: ignore[type-var]
+    return msg if revived is value else dataclasses.replace(msg, **{field: revived})
 
 
 def parse_broker_frame(raw: bytes) -> m.BrokerMessage | None:
