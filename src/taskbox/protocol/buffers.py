@@ -323,7 +323,7 @@ def revive(value: Any, buffers: list[bytes], depth: int = 0) -> Any:
     return value
 
 
-def _parse_reviving(raw: bytes, parse: Callable[[bytes], Any], carrier: type,
+def _parse_reviving(raw: bytes, parse: Callable[[bytes], Any], carrier: type[Any],
                     field: str) -> Any:
     """Parse with ``parse``; Buffers inside ``carrier.<field>`` come back as bytes.
 
