@@ -20,13 +20,13 @@ run: install
 lint: style types
 
 style: install
-	$(BIN)/ruff check src sandbox tests security bench
+	$(BIN)/ruff check src sandbox tests security bench e2e
 
 types: install
-	$(BIN)/mypy --strict src sandbox tests bench
+	$(BIN)/mypy --strict src sandbox tests bench e2e
 
 unit: install
-	$(BIN)/pytest -q -m "not slow" tests/protocol tests/policy tests/sandbox tests/broker tests/unit
+	$(BIN)/pytest -q -m "not slow" tests/protocol tests/policy tests/sandbox tests/broker tests/executor
 
 test: install
 	$(BIN)/pytest -q
