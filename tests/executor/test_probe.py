@@ -1,4 +1,4 @@
-"""Start-up probes on the runner side."""
+"""Runner-side executor units: start-up probes and result-frame splicing."""
 
 from __future__ import annotations
 
@@ -25,3 +25,18 @@ def test_private_directory_on_the_stdlib_path_is_reported() -> None:
         assert unreadable_for(other, other, lib) is None
     finally:
         shutil.rmtree(root)
+
+
+def test_result_frames_are_spliced_only_when_they_hold_one_json_value() -> None:
+    from taskbox.executor.supervisor import result_outcome
+
+    good = result_outcome(b'{"t":"result","result":[{"json":{"a":1}}]}')
+    assert good is not None
+    assert good.result == [{"json": {"a": 1}}]
+    assert good.result_json == b'[{"json":{"a":1}}]'
+    # A forged frame that is valid JSON as a whole but would add keys next to
+    # "result" once spliced into runner:taskdone must not take the splice path.
+    assert result_outcome(b'{"t":"result","result":[],"staticData":{"x":1}}') is None
+    assert result_outcome(b'{"t":"result","result":1,"t":"result"}') is None
+    assert result_outcome(b'{"t":"result","result":NaN}') is None
+    assert result_outcome(b'{"t":"error","error":{}}') is None

@@ -346,6 +346,9 @@ class Executor:
     async def _handle_frame(self, frame: bytes, worker: WorkerHandle, spec: TaskSpec,
                             prints: _PrintCap, on_rpc: RpcCall
                             ) -> TaskOutcome | _RpcFrames | None:
+        spliceable = result_outcome(frame)
+        if spliceable is not None:
+            return spliceable
         try:
             message = framing.decode(frame)
         except framing.FrameError:
@@ -468,6 +471,26 @@ class Executor:
                            kind="signal")
         return failure(spec, f"Task process exited unexpectedly with code {ended.code} "
                        "before sending a result", kind="signal")
+
+
+_RESULT_PREFIX = b'{"t":"result","result":'  # how sandbox/execute.py writes results
+
+
+def result_outcome(frame: bytes) -> TaskOutcome | None:
+    """A result frame in the worker's own shape, with its JSON kept for splicing.
+
+    The value is parsed ON ITS OWN: only one complete JSON value passes, so a hostile
+    worker's bytes cannot close the object early and add keys (``staticData``,
+    ``taskId``) once spliced into runner:taskdone. Anything else returns None and
+    goes through the general frame parser.
+    """
+    if not (frame.startswith(_RESULT_PREFIX) and frame.endswith(b"}")):
+        return None
+    body = frame[len(_RESULT_PREFIX):-1]
+    try:
+        return TaskOutcome(result=orjson.loads(body), result_json=body)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _signal_name(signum: int) -> str:

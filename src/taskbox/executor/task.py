@@ -40,6 +40,9 @@ class TaskOutcome:
     result: Any = None
     error: dict[str, Any] | None = None
     kind: str = "ok"  # ok | error | timeout | memory | cpu | signal | payload | cancelled | security
+    #: ``result`` as the strict JSON the worker sent, already validated by parsing it on
+    #: its own; the runner splices it into runner:taskdone instead of serializing again.
+    result_json: bytes | None = None
 
     @property
     def ok(self) -> bool:

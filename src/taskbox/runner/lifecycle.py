@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import orjson
 import websockets
 from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.exceptions import InvalidStatus
@@ -389,7 +390,9 @@ class Runner:
         duration = time.monotonic() - started
         self.metrics.observe_task(outcome.kind, duration)
         if outcome.ok:
-            sent = conn.proto.finish_task(task_id, conn.now(), result=outcome.result)
+            result = (orjson.Fragment(outcome.result_json) if outcome.result_json is not None
+                      else outcome.result)
+            sent = conn.proto.finish_task(task_id, conn.now(), result=result)
         else:
             sent = conn.proto.finish_task(task_id, conn.now(), error=outcome.error)
         with contextlib.suppress(ConnectionClosed):
