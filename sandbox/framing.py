@@ -261,12 +261,28 @@ def pack_buffers(value: Any) -> tuple[Any, list[bytes]]:
     """
     buffers: list[bytes] = []
 
+    def tag(data: bytes) -> dict[str, int]:
+        if len(buffers) >= MAX_BUFFERS:
+            raise FrameError(f"more than {MAX_BUFFERS} buffers in one message")
+        buffers.append(data)
+        return {BUFFER_TAG: len(buffers) - 1}
+
+    return swap_bytes(value, tag), buffers
+
+
+def swap_bytes(value: Any, swap: Callable[[bytes], Any]) -> Any:
+    """Copy ``value`` with each bytes-like leaf replaced by ``swap(bytes(leaf))``.
+
+    Dicts, lists and tuples are copied (tuples become lists); other values are kept.
+    Shared by both ends: the runner uses it for n8n's Buffer placeholders.
+
+    Raises:
+        FrameError: ``value`` is nested too deeply (or whatever ``swap`` raises).
+    """
+
     def walk(item: Any, depth: int) -> Any:
         if isinstance(item, (bytes, bytearray, memoryview)):
-            if len(buffers) >= MAX_BUFFERS:
-                raise FrameError(f"more than {MAX_BUFFERS} buffers in one message")
-            buffers.append(bytes(item))
-            return {BUFFER_TAG: len(buffers) - 1}
+            return swap(bytes(item))
         if depth > _MAX_DEPTH:
             raise FrameError("value is nested too deeply")
         if isinstance(item, dict):
@@ -275,7 +291,7 @@ def pack_buffers(value: Any) -> tuple[Any, list[bytes]]:
             return [walk(v, depth + 1) for v in item]
         return item
 
-    return walk(value, 0), buffers
+    return walk(value, 0)
 
 
 def unpack_buffers(value: Any, buffers: list[bytes]) -> Any:

@@ -32,11 +32,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from taskbox.protocol import messages as m
+
+if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
+    from sandbox import framing
+else:  # the one sandbox module taskbox may import: a pure codec (house-style.md §1)
+    from taskbox_sandbox import framing
 from taskbox.protocol.serde import dumps_json, parse_broker, parse_runner
 
 __all__ = [
@@ -152,19 +157,11 @@ def split_buffers(value: Any) -> tuple[Any, list[bytes]]:
         return value, []
     buffers: list[bytes] = []
 
-    def walk(item: Any, depth: int) -> Any:
-        if isinstance(item, (bytes, bytearray, memoryview)):
-            buffers.append(bytes(item))
-            return f"{_PLACEHOLDER}{len(buffers) - 1}"
-        if depth > _MAX_DEPTH:
-            raise ValueError("value is nested too deeply")
-        if isinstance(item, dict):
-            return {k: walk(v, depth + 1) for k, v in item.items()}
-        if isinstance(item, (list, tuple)):
-            return [walk(v, depth + 1) for v in item]
-        return item
+    def placeholder(data: bytes) -> str:
+        buffers.append(data)
+        return f"{_PLACEHOLDER}{len(buffers) - 1}"
 
-    return walk(value, 0), buffers
+    return framing.swap_bytes(value, placeholder), buffers
 
 
 def _placeholders(frame: bytes, count: int) -> list[tuple[int, int]]:
