@@ -13,16 +13,11 @@ from typing import Any
 
 import orjson
 
-__all__ = ["setup_logging", "task_extra"]
+__all__ = ["setup_logging"]
 
 #: ``extra=`` fields copied into JSON lines (``event`` names the line itself).
 _EXTRA_KEYS = ("task_id", "workflow_id", "workflow_name", "node_id", "node_name",
                "outcome", "duration_ms", "runner_id")
-
-
-def task_extra(**fields: Any) -> dict[str, Any]:
-    """``extra=`` for a log call about a task (stamped into JSON lines)."""
-    return fields
 
 
 class JsonFormatter(logging.Formatter):

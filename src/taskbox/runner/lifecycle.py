@@ -70,10 +70,6 @@ class ExecutorLike(Protocol):
     async def aclose(self) -> None: ...
 
 
-class _SessionEnd(Exception):
-    """Internal: why a websocket session ended."""
-
-
 class Runner:
     """The asyncio runner around RunnerProtocol and the sandbox executor."""
 
@@ -122,9 +118,13 @@ class Runner:
                 loop.remove_signal_handler(sig)
 
     async def sandbox(self) -> ExecutorLike:
-        """The executor once it has started (it starts after registration)."""
-        while self._executor_ready is None:
-            await asyncio.sleep(0.01)
+        """The executor once it has started (it starts after registration).
+
+        Raises:
+            RuntimeError: ``run()`` has not been started.
+        """
+        if self._executor_ready is None:
+            raise RuntimeError("the runner is not running")
         await asyncio.shield(self._executor_ready)
         assert self.executor is not None
         return self.executor
@@ -369,22 +369,22 @@ class Runner:
             except TimeoutError:
                 return False, f"Helper call {name} timed out after {self.config.rpc_timeout:g} s"
 
-        outcome: TaskOutcome | None = None
+        outcome: TaskOutcome | None
+        spec: TaskSpec | None
         try:
             spec = build_spec(task_id, settings)
         except SettingsError as exc:
+            spec = None
             outcome = TaskOutcome(error={"message": str(exc), "description": "SettingsError"},
                                   kind="error")
-            spec = None
-        if spec is not None:
+        else:
             extra.update(workflow_id=spec.workflow_id, workflow_name=spec.workflow_name,
                          node_id=spec.node_id, node_name=spec.node_name)
-        log.debug("task %s started", task_id, extra={**extra, "event": "task_start"})
-        if spec is not None:
             outcome = precheck(spec, self.policy)
-        if outcome is None and spec is not None:
+        log.debug("task %s started", task_id, extra={**extra, "event": "task_start"})
+        if outcome is None:
+            assert spec is not None  # only a valid spec passes the precheck
             outcome = await self._run_sandboxed(spec, on_print, on_rpc)
-        assert outcome is not None
         if prints:  # logNodeOutput answers must arrive before taskdone (protocol.md §10)
             await asyncio.wait(prints, timeout=self.config.rpc_timeout)
         duration = time.monotonic() - started
