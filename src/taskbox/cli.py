@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--time", action="store_true",
                      help="print how long the task took (accept -> done) on stderr")
     _policy_flags(run)
+
+    serve = sub.add_parser("serve", help="HTTP API: POST /run runs a snippet (bearer token)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="listen address (default loopback; the token is always required)")
+    serve.add_argument("--port", type=int, default=5690, help="listen port (default 5690)")
+    serve.add_argument("--max-concurrency", type=int, metavar="N",
+                       help="N8N_RUNNERS_MAX_CONCURRENCY: tasks run at once (the runner's slots)")
+    serve.add_argument("--queue", type=int, metavar="N",
+                       help="requests that may wait for a slot before 503 (default 4 x slots)")
+    serve.add_argument("--max-request-bytes", type=int, default=16 * 1024 * 1024, metavar="B",
+                       help="largest request body (default 16 MiB; larger: 413)")
+    _policy_flags(serve)
 
     broker = sub.add_parser("broker", help="run the embedded n8n-compatible broker")
     broker.add_argument("--host", default="127.0.0.1")
@@ -223,13 +236,10 @@ class BadInput(Exception):
     """A file or flag ``taskbox run`` cannot use; the message names it."""
 
 
-def _unquote(param: str) -> str:
-    """n8n's print format wraps strings in quotes for its console; a terminal wants text."""
-    return param[1:-1] if len(param) >= 2 and param[0] == param[-1] == "'" else param
-
-
 def _print_line(params: list[Any]) -> None:
-    print(" ".join(_unquote(str(p)) for p in params), file=sys.stderr, flush=True)
+    from taskbox.standalone import print_line
+
+    print(print_line(params), file=sys.stderr, flush=True)
 
 
 _REFUSED_IMPORT = re.compile(r"Import of (standard library module|external (?:package|module)) "
@@ -311,6 +321,63 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _api_token() -> str | None:
+    """TASKBOX_API_TOKEN (or its _FILE); removed from the environment once read."""
+    token = os.environ.pop("TASKBOX_API_TOKEN", None)
+    path = os.environ.pop("TASKBOX_API_TOKEN_FILE", None)
+    if token is None and path:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    return token or None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    env = _environ(args)
+    for name in SECRET_VARS:  # the embedded broker mints its own
+        env.pop(name, None)
+    config = _load_config(env, args)
+    if config is None:
+        return EXIT_BAD_INPUT
+    setup_logging(config.log_level, config.log_format)
+    try:
+        token = _api_token()
+    except OSError as exc:
+        log.error("invalid configuration: TASKBOX_API_TOKEN_FILE: cannot read: %s",
+                  exc.strerror, extra={"event": "config_invalid"})
+        return EXIT_BAD_INPUT
+    if token is None:
+        token = secrets.token_urlsafe(24)
+        # Printed once on stdout for the operator; never logged.
+        print(f"TASKBOX_API_TOKEN={token}", flush=True)
+    _scrub_secrets()
+    from taskbox.api import ApiServer
+    from taskbox.standalone import LocalRunner
+
+    async def serve() -> None:
+        local = LocalRunner(config, config.max_concurrency)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await local.start()
+        api = ApiServer(local, token, args.host, args.port, max_body=args.max_request_bytes,
+                        queue=args.queue)
+        try:
+            await api.start()
+            await stop.wait()
+        finally:
+            await api.aclose()
+            await local.aclose()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc,
+                  extra={"event": "api_failed"})
+        return EXIT_TASK_ERROR
+    return EXIT_OK
+
+
 def _broker(args: argparse.Namespace) -> int:
     setup_logging(logging.getLevelName((args.log_level or "info").upper())
                   if isinstance(logging.getLevelName((args.log_level or "info").upper()), int)
@@ -330,11 +397,14 @@ def _broker(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskbox`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("connect", "run", "broker", "-h", "--help", "--version"):
+    if not argv or argv[0] not in ("connect", "run", "serve", "broker", "-h", "--help",
+                                   "--version"):
         argv.insert(0, "connect")
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "broker":
         return _broker(args)
     return _connect(args)

@@ -21,7 +21,7 @@ from taskbox.config import Config
 from taskbox.items import ItemsRejected, check_result
 from taskbox.runner.lifecycle import Runner
 
-__all__ = ["Failure", "LocalRunner", "Outcome", "failure_kind", "run_snippet"]
+__all__ = ["Failure", "LocalRunner", "Outcome", "failure_kind", "print_line", "run_snippet"]
 
 Failure = Literal["error", "timeout", "memory"]
 
@@ -39,6 +39,14 @@ def failure_kind(error: Any) -> Failure:
     if message.startswith(_MEMORY_PREFIXES):
         return "memory"
     return "error"
+
+
+def print_line(params: list[Any]) -> str:
+    """One ``print`` call as text: n8n quotes strings for its console, a terminal does not."""
+    def unquote(param: Any) -> str:
+        text = str(param)
+        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" else text
+    return " ".join(unquote(p) for p in params)
 
 
 @dataclass(frozen=True, slots=True)
