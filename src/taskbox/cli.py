@@ -339,6 +339,8 @@ def _serve(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_INPUT
     setup_logging(config.log_level, config.log_format)
+    for internal in ("taskbox.broker", "taskbox.protocol"):  # the in-process broker's chatter
+        logging.getLogger(internal).setLevel(max(config.log_level, logging.WARNING))
     try:
         token = _api_token()
     except OSError as exc:
