@@ -48,6 +48,7 @@ from taskbox.runner.dispatch import SettingsError, build_spec, precheck
 from taskbox.runner.health import HealthServer
 from taskbox.runner.helpers import check_params, frames, parse_frame, refusal
 from taskbox.runner.metrics import Metrics
+from taskbox.runner.reaper import install_reaper
 from taskbox.runner.reconnect import RateLimited, backoff, mint_grant_token
 
 __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_OK", "Runner"]
@@ -106,6 +107,7 @@ class Runner:
         """Serve until stopped; returns the process exit code."""
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop) if self.handle_signals else []
+        unreap = install_reaper(loop) if self.handle_signals else None
         try:
             if self.config.health.enabled:
                 self.health = HealthServer(self.config.health.host, self.config.health.port,
@@ -118,6 +120,8 @@ class Runner:
             await self._cleanup()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            if unreap is not None:
+                unreap()
 
     async def sandbox(self) -> ExecutorLike:
         """The executor once it has started (it starts after registration).
