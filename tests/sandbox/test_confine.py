@@ -978,7 +978,7 @@ def test_msg_oob_is_refused_on_unix_sockets() -> None:
     def body(env: dict[str, Any]) -> Any:
         left, right = socket.socketpair()
         left.send(b"in band")
-        outcome = [right.recv(16).decode()]
+        outcome: list[Any] = [right.recv(16).decode()]
         for attempt in (lambda: left.send(b"!", socket.MSG_OOB),
                         lambda: right.recv(1, socket.MSG_OOB),
                         lambda: left.sendmsg([b"!"], [], socket.MSG_OOB)):
@@ -1005,7 +1005,7 @@ def test_device_ioctls_are_refused(request_: int) -> None:
 @needs_seccomp
 def test_harmless_fd_calls_still_work() -> None:
     def body(env: dict[str, Any]) -> Any:
-        left, right = socket.socketpair()
+        left, _right = socket.socketpair()
         left.setblocking(False)  # ioctl(FIONBIO) or fcntl(F_SETFL)
         read_end, write_end = os.pipe()
         os.set_inheritable(read_end, True)  # ioctl(FIONCLEX) / fcntl(F_SETFD)
