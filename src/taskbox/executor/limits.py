@@ -34,6 +34,11 @@ class Limits:
     block_env_access: bool = True
     allow_transitive_imports: bool = False
     require_layers: tuple[str, ...] = field(default=())
+    #: Start a non-root runner without Landlock (TASKBOX_ALLOW_NO_LANDLOCK).
+    allow_no_landlock: bool = False
+    #: Layers the zygote must not apply, to measure what the others still hold
+    #: (TASKBOX_TEST_DISABLE_LAYERS; testing only, logged as an error).
+    disable_layers: tuple[str, ...] = field(default=())
 
     @property
     def effective_cpu_limit_s(self) -> int:

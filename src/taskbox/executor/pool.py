@@ -122,6 +122,7 @@ class ZygoteHandle:
         self.logger = logger
         self.pid: int | None = None
         self.layers: dict[str, bool] = {}
+        self.process_limit: int | None = None  # workers' RLIMIT_NPROC (confine.py)
         self.dead = asyncio.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
@@ -197,6 +198,8 @@ class ZygoteHandle:
         layers = ready.get("layers")
         self.layers = {str(k): bool(v) for k, v in layers.items()} \
             if isinstance(layers, dict) else {}
+        limit = ready.get("process_limit")
+        self.process_limit = limit if isinstance(limit, int) else None
         return self.layers
 
     # ------------------------------------------------------------------ control frames

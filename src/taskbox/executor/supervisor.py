@@ -154,10 +154,16 @@ class Executor:
             raise SandboxUnavailable(
                 f"required sandbox layers are missing: {', '.join(missing)} "
                 f"({probe.describe_layers(layers)})")
+        try:
+            self._check_degraded(layers)
+        except SandboxUnavailable:
+            await zygote.aclose()
+            raise
         self.layers = layers
         self._install(zygote)
-        self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready; layers %s",
-                         zygote.pid, self.max_concurrency + 1, probe.describe_layers(layers))
+        self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready; layers %s; "
+                         "workers' process limit %s", zygote.pid, self.max_concurrency + 1,
+                         probe.describe_layers(layers), zygote.process_limit)
         blocked = (probe.unreadable_for(self.limits.worker_uid, self.limits.worker_gid)
                    if layers.get("setuid") else None)
         if blocked:
@@ -169,6 +175,37 @@ class Executor:
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="taskbox-zygote-supervisor")
         return dict(layers)
+
+    def _check_degraded(self, layers: dict[str, bool]) -> None:
+        """Warn about (or refuse) a sandbox that lacks a layer it needs here.
+
+        Raises:
+            SandboxUnavailable: not root and no Landlock, without the opt-out.
+        """
+        if self.limits.disable_layers:
+            self.logger.error("TASKBOX_TEST_DISABLE_LAYERS=%s: these sandbox layers are "
+                              "switched off on purpose (testing only, never in production)",
+                              ",".join(self.limits.disable_layers))
+        if layers.get("setuid"):
+            return
+        self.logger.warning(
+            "workers run as the runner's own uid %d (not root, so no uid drop): only "
+            "no_new_privs, non-dumpable processes, seccomp and Landlock keep user code "
+            "away from the runner's and the zygote's files, /proc entries and signals",
+            os.getuid())
+        if layers.get("landlock"):
+            return
+        unprotected = ("every file the runner's uid can read (configuration, mounted "
+                       "secrets, service-account tokens), other processes' /proc/<pid> "
+                       "entries (cmdline, status), and abstract unix sockets of the host")
+        if not self.limits.allow_no_landlock:
+            raise SandboxUnavailable(
+                "Landlock is not available and the runner is not root, so workers would "
+                f"share its uid with nothing between them and {unprotected}. Use a kernel "
+                "with Landlock (5.13+, 'landlock' in lsm=), run as root so workers drop to "
+                "TASKBOX_WORKER_UID, or set TASKBOX_ALLOW_NO_LANDLOCK=true to start anyway")
+        self.logger.warning("TASKBOX_ALLOW_NO_LANDLOCK=true: starting without Landlock as "
+                            "non-root; user code can read %s", unprotected)
 
     def _install(self, zygote: ZygoteHandle) -> None:
         self._zygote = zygote
