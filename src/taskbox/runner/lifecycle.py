@@ -26,6 +26,7 @@ from taskbox.protocol.offers import new_id
 from taskbox.runner.execution import ExecutorLike, Sandbox
 from taskbox.runner.health import HealthServer
 from taskbox.runner.metrics import Metrics
+from taskbox.runner.reaper import install_reaper
 from taskbox.runner.reconnect import RateLimited, backoff, is_retryable, mint_grant_token
 from taskbox.runner.session import Session
 from taskbox.runner.shutdown import (
@@ -69,7 +70,9 @@ class Runner:
         # Gauges read at scrape time: the pool and the layers change after a zygote restart.
         self.metrics = Metrics(
             ready_workers=lambda: self.executor.ready_workers if self.executor else 0,
-            layers=lambda: self.executor.layers if self.executor else {})
+            layers=lambda: self.executor.layers if self.executor else {},
+            slots=config.max_concurrency, busy_slots=self._busy_slots,
+            zygote_restarts=lambda: getattr(self.executor, "restarts", 0))
         self.health: HealthServer | None = None
         self.session: Session | None = None  # the current connection, if any
         self._registered = asyncio.Event()
@@ -89,11 +92,12 @@ class Runner:
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         self._running = True
+        unreap = install_reaper(asyncio.get_running_loop()) if self.handle_signals else None
         with capture_signals(self._on_signal if self.handle_signals else None):
             try:
                 if self.config.health.enabled:
                     self.health = HealthServer(self.config.health.host, self.config.health.port,
-                                               {"/metrics": self.metrics.render})
+                                               {"/metrics": self.metrics.render}, self.ready)
                     await self.health.start()
                 async with asyncio.TaskGroup() as group:
                     starter = group.create_task(self._start_sandbox())
@@ -108,6 +112,8 @@ class Runner:
                         await self.executor.aclose()
                 if self.health is not None:
                     await self.health.aclose()
+                if unreap is not None:
+                    unreap()
 
     async def sandbox(self) -> ExecutorLike:
         """The executor once it has started (it starts after registration).
@@ -119,6 +125,10 @@ class Runner:
         if not self._running:
             raise RuntimeError("the runner is not running")
         return await self._sandbox.get()
+
+    def ready(self) -> bool:
+        """Readiness: registered with the broker and neither stopping nor draining."""
+        return self.metrics.broker_connected and not self.shutdown.should_exit
 
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: stop now."""
@@ -236,10 +246,12 @@ class Runner:
             return
         self._sandbox.started(executor)
 
-    def _busy(self) -> bool:
+    def _busy_slots(self) -> int:
         session = self.session
-        return session is not None and session.executions is not None \
-            and len(session.executions) > 0
+        return len(session.executions) if session and session.executions is not None else 0
+
+    def _busy(self) -> bool:
+        return self._busy_slots() > 0
 
     def _idle_fire(self) -> None:
         log.info("idle for %.0f s: shutting down", self.config.auto_shutdown_timeout or 0)

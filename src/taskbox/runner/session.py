@@ -73,6 +73,7 @@ class Session:
             try:
                 return await self.conn.receive_pump()
             finally:
+                self.metrics.broker_connected = False
                 self.shutdown.detach()
                 self.router.connection_lost()
                 self.executions.cancel_all("connection to the broker lost")
@@ -99,6 +100,7 @@ class Session:
                 log.info("registered with the broker as %s (runner id %s)", RUNNER_NAME,
                          self.runner_id)
                 self.registered.set()
+                self.metrics.broker_connected = True
                 self._on_activity()
             elif isinstance(event, DrainRequested):
                 log.info("broker:drain received: finishing running tasks, then closing")
