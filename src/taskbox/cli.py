@@ -14,7 +14,7 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -106,11 +106,11 @@ def _environ(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def _load_config(env: dict[str, str]) -> Config | None:
+def _load_config(env: dict[str, str], stream: TextIO | None = None) -> Config | None:
     try:
         return Config.from_env(env)
     except ConfigError as exc:
-        setup_logging(logging.INFO)
+        setup_logging(logging.INFO, stream=stream)
         for problem in exc.problems:
             log.error("invalid configuration: %s", problem)
         return None
@@ -174,10 +174,10 @@ def _run(args: argparse.Namespace) -> int:
     for name in SECRET_VARS:  # the embedded broker mints its own
         env.pop(name, None)
     env.setdefault("N8N_RUNNERS_LAUNCHER_LOG_LEVEL", "warning")
-    config = _load_config(env)
+    config = _load_config(env, sys.stderr)
     if config is None:
         return 2
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, sys.stderr)  # stdout: the result
     try:
         if args.file == "-":
             code = sys.stdin.read()
