@@ -640,8 +640,7 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
     max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
     channel = _Channel(sock, max_payload + 65_536)
     _channel = channel
-    if limits.get("block_env_access", True):
-        os.environ.clear()
+    os.environ.clear()  # the zygote's LANG; a task sees nothing or its own "env" below
     prepared = Prepared(limits, _Printer(channel, int(limits.get("print_cap_bytes",
                                                                   1 << 20))).make())
     # Warm up only while idle: if the task is already waiting (tasks arriving
@@ -655,6 +654,9 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
     items_frame = channel.recv()
     if not isinstance(header, dict) or header.get("t") != "task" or items_frame is None:
         return
+    env = header.get("env")
+    if isinstance(env, dict) and not limits.get("block_env_access", True):
+        os.environ.update({str(k): str(v) for k, v in env.items()})
     try:
         task = _Task(header, items_frame)
         value = run_task(task, prepared)
