@@ -8,8 +8,9 @@ every kind of request.
 ``TaskChannel`` is one task's side of it, handed to the executor:
 
 * ``on_print``: one ``print`` call -> ``runner:rpc logNodeOutput``; cannot await, so it
-  is queued and sent by the connection's write pump. Its answers are awaited before the
-  task's result goes out (protocol.md §10) by ``prints_answered``;
+  is queued in the core (ahead of the task's result, so the broker sees every print
+  first) and sent by the connection's write pump. How long the result then waits for
+  their answers is ``runner/prints.py``'s decision (``prints_answered``);
 * ``on_rpc``: a node helper (``_helpers.httpRequest(...)``, ``sandbox/helpers.py``).
   Only ``helpers.*`` leaves the runner; anything else (``logNodeOutput``, which would
   dodge the print cap, or junk) is refused here with n8n's own ``"Method not allowed"``;
@@ -37,6 +38,7 @@ from taskbox.errors import ConnectionClosed
 from taskbox.protocol.buffers import check_rpc_params, has_bytes
 from taskbox.protocol.runner import RpcResult, RunnerProtocol
 from taskbox.runner.connection import CLOSED_TEXT, OFFLOAD_THRESHOLD, Connection
+from taskbox.runner.prints import settle_prints
 
 __all__ = ["HELPER_PREFIX", "METHOD_NOT_ALLOWED", "RpcRouter", "TaskChannel", "check_params",
            "refusal"]
@@ -168,13 +170,9 @@ class TaskChannel:
             self._timeout, f"Helper call {name}")
 
     async def prints_answered(self) -> None:
-        """Wait (at most the RPC timeout) until n8n answered every print of the task.
-
-        logNodeOutput answers must arrive before taskdone, or n8n shows the output after
-        the node finished, or not at all (protocol.md §10).
-        """
+        """Give the task's unanswered prints their wait (``prints.settle_prints``)."""
         if self._prints:
-            await asyncio.wait(self._prints, timeout=self._timeout)
+            await settle_prints(self._prints)
 
     def close(self) -> None:
         """The task is over: late answers are ignored."""
