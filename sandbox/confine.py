@@ -625,19 +625,24 @@ _NPROC_RESERVE = 32
 
 
 def _tasks_of(uid: int) -> int:
-    """Threads (tasks) the kernel counts against ``uid``'s RLIMIT_NPROC right now."""
+    """Threads (tasks) the kernel counts against ``uid``'s RLIMIT_NPROC right now.
+
+    One read of each ``/proc/<pid>/status`` (about 20 us each), once per zygote.
+    """
     count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    want = b"\nUid:\t%d\t" % uid
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/status", "rb") as status:
-                fields = dict(line.split(b":", 1) for line in status.read().splitlines()
-                              if b":" in line)
-            if int(fields[b"Uid"].split()[0]) == uid:
-                count += int(fields[b"Threads"])
-        except (OSError, KeyError, ValueError, IndexError):
-            continue  # exited meanwhile, or a kernel without these lines
+            with open(f"/proc/{name}/status", "rb") as status:
+                text = status.read()
+        except OSError:
+            continue  # exited meanwhile
+        if want in text:
+            at = text.find(b"\nThreads:\t")
+            if at >= 0:
+                count += int(text[at + 10:text.index(b"\n", at + 10)])
     return count
 
 

@@ -302,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in limits.get("disable_layers") or ():  # testing only: the runner logs it
         if name in probed:
             probed[name] = False
+    if not probed["prctl"]:  # both need no_new_privs first (or CAP_SYS_ADMIN)
+        probed["landlock"] = probed["seccomp"] = False
     confinement = Confinement(limits, probed, workers=max(1, max_concurrency) + 1)
     zygote = Zygote(control, limits, max_concurrency, confinement)
     execute.warm_up_shared()
