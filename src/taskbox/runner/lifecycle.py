@@ -30,6 +30,7 @@ from taskbox.errors import (
     RemoteProtocolError,
 )
 from taskbox.executor.task import PrintSink, RpcCall, TaskOutcome, TaskSpec, failure
+from taskbox.logs import RUNNER_ID
 from taskbox.policy import SecurityPolicy
 from taskbox.protocol import messages as m
 from taskbox.protocol.offers import OFFER_INTERVAL, new_id
@@ -106,6 +107,7 @@ class Runner:
 
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
+        RUNNER_ID.set(self.runner_id)  # in every JSON log line from this task on
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop) if self.handle_signals else []
         unreap = install_reaper(loop) if self.handle_signals else None
