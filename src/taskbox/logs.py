@@ -64,7 +64,7 @@ EVENTS: dict[str, str] = {
     "sandbox zygote stderr: %s": "zygote_stderr",
     # stopping
     "received %s": "signal_received",
-    "second stop signal: stopping now": "stop_forced",
+    "second stop signal (%s): stopping now": "stop_forced",
     "broker:drain received: finishing running tasks, then closing": "drain_received",
     "waiting up to %.0f s for %d running task(s)": "shutdown_waiting",
     "cancelling %d task(s) still running": "shutdown_cancelling",
