@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                           "as {\"json\": ...}")
     run.add_argument("--mode", choices=("all", "each"), default="all",
                      help="run once for all items (default) or once for each item")
+    run.add_argument("--context", metavar="JSON_FILE",
+                     help="other nodes' outputs, workflow and execution fields for _('Node'), "
+                          "_workflow, _execution ... (format: README, examples/context.json)")
     run.add_argument("--continue-on-fail", action="store_true",
                      help="return failures as {\"error\": ...} items, as n8n's On Error setting")
     _policy_flags(run)
@@ -164,6 +167,18 @@ def _read_json_items(source: str | None) -> list[Any]:
     return [it if isinstance(it, dict) and "json" in it else {"json": it} for it in data]
 
 
+def _read_context(source: str | None, items: list[Any]) -> dict[str, Any] | None:
+    """``--context``: load it and pair the input items with its last node (in place)."""
+    if source is None:
+        return None
+    from taskbox.broker.workflow_data import link_items, load_context
+
+    with open(source, "rb") as handle:
+        context = load_context(orjson.loads(handle.read()))
+    items[:] = link_items(items, context)
+    return context
+
+
 def _unquote(param: str) -> str:
     """n8n's print format wraps strings in quotes for its console; a terminal wants text."""
     return param[1:-1] if len(param) >= 2 and param[0] == param[-1] == "'" else param
@@ -185,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
             with open(args.file, encoding="utf-8") as handle:
                 code = handle.read()
         items = _read_json_items(args.items)
+        context = _read_context(args.context, items)
     except (OSError, ValueError, orjson.JSONDecodeError) as exc:
         print(f"taskbox run: {exc}", file=sys.stderr)
         return 2
@@ -199,9 +215,12 @@ def _run(args: argparse.Namespace) -> int:
     }
     from taskbox.standalone import run_snippet
 
-    outcome = asyncio.run(run_snippet(config, settings))
+    outcome = asyncio.run(run_snippet(config, settings, context))
     for params in outcome.prints:
         print(" ".join(_unquote(p) for p in params), file=sys.stderr)
+    for key in ("customData", "staticData"):  # what n8n would save (--context)
+        if outcome.data and key in outcome.data:
+            print(f"{key}: {orjson.dumps(outcome.data[key]).decode()}", file=sys.stderr)
     if outcome.status == "done":
         sys.stdout.write(orjson.dumps(outcome.result, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0

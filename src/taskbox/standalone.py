@@ -19,8 +19,12 @@ from taskbox.runner.lifecycle import Runner
 __all__ = ["run_snippet"]
 
 
-async def run_snippet(config: Config, settings: dict[str, Any]) -> TaskOutcome:
-    """Execute one Code-node task and return the broker's view of the outcome."""
+async def run_snippet(config: Config, settings: dict[str, Any],
+                      context: dict[str, Any] | None = None) -> TaskOutcome:
+    """Execute one Code-node task and return the broker's view of the outcome.
+
+    ``context`` (broker/workflow_data.py) answers the task's data requests.
+    """
     auth_token = secrets.token_hex(16)
     broker = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=auth_token,
                             task_timeout=config.limits.task_timeout + 5.0,
@@ -37,7 +41,8 @@ async def run_snippet(config: Config, settings: dict[str, Any]) -> TaskOutcome:
             ready.cancel()
             raise RuntimeError(f"the runner exited during start-up (code {serving.result()})")
         await ready
-        return await broker.submit(settings, timeout=config.limits.task_timeout + 10.0)
+        return await broker.submit(settings, timeout=config.limits.task_timeout + 10.0,
+                                   context=context)
     finally:
         runner.request_stop()
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):

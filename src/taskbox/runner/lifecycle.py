@@ -49,6 +49,7 @@ from taskbox.runner.health import HealthServer
 from taskbox.runner.helpers import check_params, frames, parse_frame, refusal
 from taskbox.runner.metrics import Metrics
 from taskbox.runner.reconnect import RateLimited, backoff, mint_grant_token
+from taskbox.runner.workflow_data import TaskData, is_data_call
 
 __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_OK", "Runner"]
 
@@ -352,10 +353,16 @@ class Runner:
         def on_print(args: list[str]) -> None:
             prints.append(self._rpc(conn, task_id, "logNodeOutput", args))
 
+        data = TaskData(str(settings.get("code", "")),
+                        lambda params: self._rpc(conn, task_id, "", [], data_params=params),
+                        self.config.rpc_timeout)
+
         async def on_rpc(name: str, params: list[Any]) -> tuple[bool, Any]:
             # A node helper from user code (runner/helpers.py); params and the
             # answer hold bytes where n8n has Buffers.
             nonlocal rpc_calls
+            if is_data_call(name):  # _('Node'), _workflow ... (runner/workflow_data.py)
+                return await data.handle(name, params)
             rpc_calls += 1
             if rpc_calls > self.config.rpc_max_calls:
                 return False, (f"Too many helper calls: the limit is {self.config.rpc_max_calls}"
@@ -392,7 +399,8 @@ class Runner:
         if outcome.ok:
             result = (orjson.Fragment(outcome.result_json) if outcome.result_json is not None
                       else outcome.result)
-            sent = conn.proto.finish_task(task_id, conn.now(), result=result)
+            sent = conn.proto.finish_task(task_id, conn.now(), result=result,
+                                          extras=data.extras)
         else:
             sent = conn.proto.finish_task(task_id, conn.now(), error=outcome.error)
         with contextlib.suppress(ConnectionClosed):
@@ -430,14 +438,16 @@ class Runner:
         assert self.executor is not None  # set before _executor_ready can finish
         return await self.executor.run(spec, on_print, on_rpc)
 
-    def _rpc(self, conn: Connection, task_id: str, name: str,
-             params: list[Any]) -> asyncio.Future[tuple[bool, Any]]:
+    def _rpc(self, conn: Connection, task_id: str, name: str, params: list[Any], *,
+             data_params: dict[str, Any] | None = None) -> asyncio.Future[tuple[bool, Any]]:
+        """Send a runner:rpc (or, with ``data_params``, a runner:taskdatarequest)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
         if conn.broken:
             waiter.set_result((False, "connection to the broker is closed"))
             return waiter
-        call_id = conn.proto.send_rpc(task_id, name, params)
+        call_id = (conn.proto.send_rpc(task_id, name, params) if data_params is None
+                   else conn.proto.send_data_request(task_id, data_params))
         self._rpc_waiters[call_id] = waiter
 
         def forget(fut: asyncio.Future[tuple[bool, Any]]) -> None:
