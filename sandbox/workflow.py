@@ -100,7 +100,7 @@ class Session:
         self._meta: dict[str, str] | None = None
         self._written: dict[str, str] = {}
         self._static: dict[str, Any] | None = None
-        self._static_before = b""
+        self._static_base: dict[str, Any] = {}
         self._execution: Record | None = None
 
     @classmethod
@@ -304,14 +304,12 @@ class Session:
             raise ExpressionError("The type needs to either be 'global' or 'node'!")
         if self._static is None:
             self._static = _copy(_dict(self.workflow().get("staticData")))
-            assert self._static is not None
-            self._static_before = b""
+            self._static_base = _copy(self._static)
+        assert self._static is not None
         key = "global" if kind == "global" else f"node:{self.active_name()}"
         if not isinstance(self._static.get(key), dict):
-            self._static[key] = {}
-            self._static_before = b""
-        if not self._static_before:
-            self._static_before = orjson.dumps(self._static, default=str)
+            self._static[key] = {}  # made by reading: not a change to send
+            self._static_base[key] = {}
         value: dict[str, Any] = self._static[key]
         return value
 
@@ -325,7 +323,7 @@ class Session:
                 after = orjson.dumps(self._static, option=orjson.OPT_NON_STR_KEYS)
             except (orjson.JSONEncodeError, TypeError) as exc:
                 raise ExpressionError(f"Workflow static data is not JSON: {exc}") from None
-            if after != self._static_before:
+            if after != orjson.dumps(self._static_base, option=orjson.OPT_NON_STR_KEYS):
                 out["staticData"] = orjson.loads(after)
         return out
 

@@ -14,7 +14,8 @@ the workflow in ``ctx.json`` (README, "Reading the workflow from Python";
 ``nodes`` run in order, each feeding the next and the last one feeding the Code node.
 A node has ``items`` (its one output), or ``outputs`` (a list per branch, with
 ``output`` naming the branch that leads on), or neither (it did not run); also
-``parameters`` and ``type``. Plain objects become ``{"json": ...}``; an item without
+``parameters`` and ``type``; ``"disconnected": true`` keeps a node out of the chain
+(it is in the workflow, nothing connects to it). Plain objects become ``{"json": ...}``; an item without
 ``pairedItem`` pairs with the item of the same index upstream (the last one if there
 are fewer). ``env`` present means env access is allowed (``N8N_BLOCK_ENV_ACCESS_IN_NODE=false``).
 
@@ -77,7 +78,7 @@ def load_context(raw: Any) -> dict[str, Any]:
             node["outputs"] = [_wrap(o, f"node {node['name']!r} outputs") for o in outputs]
         out.append(node)
     previous: list[dict[str, Any]] | None = None
-    for node in out:
+    for node in _chain(out):
         outputs = node.get("outputs")
         if outputs is None:
             previous = None
@@ -90,6 +91,10 @@ def load_context(raw: Any) -> dict[str, Any]:
     return {**raw, "nodes": out}
 
 
+def _chain(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [n for n in nodes if not n.get("disconnected")]
+
+
 def _pair(items: list[dict[str, Any]], upstream: list[dict[str, Any]] | None) -> None:
     for index, item in enumerate(items):
         if "pairedItem" not in item:
@@ -98,7 +103,7 @@ def _pair(items: list[dict[str, Any]], upstream: list[dict[str, Any]] | None) ->
 
 def link_items(items: list[dict[str, Any]], context: dict[str, Any]) -> list[dict[str, Any]]:
     """The Code node's input items, paired with the last context node's output."""
-    nodes = context.get("nodes", [])
+    nodes = _chain(context.get("nodes", []))
     last = nodes[-1] if nodes else None
     upstream = None
     if last is not None and last.get("outputs") is not None:
@@ -115,7 +120,8 @@ def build_response(context: dict[str, Any] | None, settings: dict[str, Any],
                    params: dict[str, Any]) -> dict[str, Any]:
     """n8n's answer to ``runner:taskdatarequest`` for a task run with ``context``."""
     context = context or {}
-    nodes: list[dict[str, Any]] = context.get("nodes", [])
+    every: list[dict[str, Any]] = context.get("nodes", [])
+    nodes = _chain(every)
     code_name = settings.get("nodeName") if isinstance(settings.get("nodeName"), str) \
         else "Code"
     workflow_in = context.get("workflow", {})
@@ -133,7 +139,7 @@ def build_response(context: dict[str, Any] | None, settings: dict[str, Any],
         "id": n.get("id") or f"node-{i}", "name": n["name"],
         "type": n.get("type", "n8n-nodes-base.set"), "typeVersion": n.get("typeVersion", 1),
         "position": [0, 0], "parameters": n.get("parameters", {}),
-    } for i, n in enumerate(nodes)] + [code_node]
+    } for i, n in enumerate(every)] + [code_node]
     connections: dict[str, Any] = {}
     run_data: dict[str, Any] = {}
     previous: dict[str, Any] | None = None

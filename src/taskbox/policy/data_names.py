@@ -5,9 +5,9 @@ Like n8n's BuiltInsParser for JavaScript (n8n-data-access.md §4), on Python's `
 * a code that names none of ``sandbox/workflow.py``'s names gets no plan, and the
   runner refuses any data call from its worker (a regex pre-filter spares the parse);
 * each ``_('Literal')`` adds ``Literal`` to ``dataOfNodes``;
-* ``_(computed)``, ``_`` passed around, and the paired-item reads (``.item``,
-  ``.pairedItem``, ``.itemMatching``: the walk may cross any upstream node) ask for
-  ``"all"``;
+* ``_(computed)``, ``_`` passed around, ``_('X')`` kept in a variable, and the
+  paired-item reads (``.item``, ``.pairedItem``, ``.itemMatching``: the walk may cross
+  any upstream node) ask for ``"all"``, as n8n's parser does for ``$``;
 * ``_env`` asks for ``env``, ``_prevNode`` for ``prevNode``;
 * ``input.include`` is always false: Python gets its items in the task settings.
 
@@ -29,8 +29,10 @@ DATA_NAMES: Final = frozenset({
     "_runIndex", "_itemIndex", "_vars", "_env", "_now", "_today", "_jmespath", "_jmesPath",
     "_getWorkflowStaticData", "_get_workflow_static_data",
 })
-_PAIRED: Final = frozenset({"item", "pairedItem", "paired_item", "itemMatching",
-                            "item_matching"})
+#: Reads of ``_('X')`` that need only X's own output (anything else, such as the paired
+#: item or keeping the reference in a variable, may walk any upstream node: "all").
+_OWN_DATA: Final = frozenset({"all", "first", "last", "is_executed", "isExecuted", "params",
+                              "context", "name"})
 _MENTION: Final = re.compile(r"(?<![\w.])_(?:[A-Za-z]\w*)?(?!\w)")
 _CACHE_SIZE: Final = 256
 _cache: dict[str, DataPlan | None] = {}
@@ -84,6 +86,7 @@ def _plan(code: str) -> DataPlan | None:
                 stored.add(node.id)
         elif isinstance(node, ast.arg) and node.arg in DATA_NAMES:
             stored.add(node.arg)
+    loads.sort(key=lambda n: (n.lineno, n.col_offset))  # ast.walk is breadth-first
     used = {n.id for n in loads if n.id not in stored}
     if not used:
         return None
@@ -101,7 +104,7 @@ def _plan(code: str) -> DataPlan | None:
             continue  # ``_()``: an error in the worker, no data needed
         holder = parents.get(id(call))
         if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)) \
-                or (isinstance(holder, ast.Attribute) and holder.attr in _PAIRED):
+                or not (isinstance(holder, ast.Attribute) and holder.attr in _OWN_DATA):
             every = True
             break
         if arg.value not in nodes:
