@@ -78,11 +78,11 @@ def test_paired_item_multiple_matches_and_missing_pairing() -> None:
     ]}
     s, _ = session(raw, [{"i": 0}])
     with pytest.raises(workflow.ExpressionError, match=r"^Multiple matches"):
-        s.names(0)["_"]("A").item
+        _ = s.names(0)["_"]("A").item
     raw["nodes"][1]["items"] = [{"json": {"m": 0}, "pairedItem": []}]
     s, _ = session(raw, [{"i": 0}])
     with pytest.raises(workflow.ExpressionError, match="from node 'M' is unavailable"):
-        s.names(0)["_"]("A").item
+        _ = s.names(0)["_"]("A").item
 
 
 def test_branch_and_run_errors_use_n8n_wording() -> None:
@@ -141,4 +141,4 @@ def test_binary_drops_the_data_field_and_records_read_like_attributes() -> None:
     assert names["_binary"] == {"data": {"mimeType": "text/plain"}}
     assert names["_workflow"].name == names["_workflow"]["name"]
     with pytest.raises(AttributeError, match="_workflow has no attribute 'nope'"):
-        names["_workflow"].nope
+        _ = names["_workflow"].nope

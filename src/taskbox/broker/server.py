@@ -128,6 +128,7 @@ class _Pending:
     task_id: str = ""
     runner_id: str | None = None
     accepted_at: float | None = None
+    on_print: Callable[[list[Any]], None] | None = None
     context: dict[str, Any] | None = None  # what data requests are answered from
 
 
@@ -408,6 +409,7 @@ class EmbeddedBroker:
         *,
         task_type: str = "python",
         timeout: float | None = None,
+        on_print: Callable[[list[Any]], None] | None = None,
         context: dict[str, Any] | None = None,
     ) -> TaskOutcome:
         """Ask for a task and wait for its outcome (safe to call concurrently).
@@ -416,6 +418,8 @@ class EmbeddedBroker:
             settings: sent unchanged as ``broker:tasksettings.settings``.
             task_type: matched exactly against offers' ``taskType``.
             timeout: this task's execution timeout (s); default ``task_timeout``.
+            on_print: called with each ``logNodeOutput``'s params as it arrives (they
+                are in the outcome's ``prints`` too).
             context: the rest of the workflow for data requests
                 (``workflow_data.load_context``); None answers from the settings alone.
 
@@ -430,7 +434,8 @@ class EmbeddedBroker:
         self._request_seq += 1
         request_id = f"req-{self._request_seq}"
         now = self._clock()
-        pending = _Pending(asyncio.get_running_loop().create_future(), now, context=context)
+        pending = _Pending(asyncio.get_running_loop().create_future(), now, on_print=on_print,
+                           context=context)
         self._pending[request_id] = pending
         try:
             self._core.submit(request_id, task_type, settings, now, task_timeout=timeout)
@@ -828,6 +833,8 @@ class EmbeddedBroker:
             pending.accepted_at = self._clock()
         elif isinstance(event, NodeOutput):
             pending.prints.append(list(event.params))
+            if pending.on_print is not None:
+                pending.on_print(pending.prints[-1])
         elif isinstance(event, RequestFinished) and not pending.future.done():
             data = event.data
             pending.future.set_result(TaskOutcome(
