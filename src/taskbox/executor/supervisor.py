@@ -94,7 +94,8 @@ class Executor:
     def __init__(self, limits: Limits, max_concurrency: int,
                  logger: logging.Logger | None = None) -> None:
         """Args:
-        limits: values the sandbox enforces (sent to the zygote as is).
+        limits: values the sandbox enforces (sent to the zygote, but for the
+            task environment, which goes to each worker with its task).
         max_concurrency: tasks that may run at once; the zygote keeps one more
             worker than this ready.
         logger: defaults to ``taskbox.executor``.
@@ -102,6 +103,7 @@ class Executor:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.limits = limits
+        self._task_env = dict(limits.task_env)
         self.max_concurrency = max_concurrency
         self.logger = logger or logging.getLogger("taskbox.executor")
         self.layers: dict[str, bool] = {}
@@ -337,10 +339,13 @@ class Executor:
                      on_rpc: RpcCall) -> TaskOutcome:
         loop = asyncio.get_running_loop()
         sock = worker.sock
-        header = framing.encode({
+        task: dict[str, Any] = {
             "t": "task", "code": spec.code, "mode": spec.node_mode,
             "continueOnFail": spec.continue_on_fail, "query": spec.query,
-        }, default=str)
+        }
+        if not self.limits.block_env_access:  # N8N_BLOCK_RUNNER_ENV_ACCESS=false
+            task["env"] = self._task_env
+        header = framing.encode(task, default=str)
         items = spec.items_json or b"[]"
         prefix = len(items).to_bytes(framing.HEADER_SIZE, "big")
         watch = _RssWatch(loop, worker, self.limits.memory_limit_mb * 1024 * 1024)

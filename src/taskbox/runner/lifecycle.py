@@ -48,6 +48,7 @@ from taskbox.runner.dispatch import SettingsError, build_spec, precheck
 from taskbox.runner.health import HealthServer
 from taskbox.runner.helpers import check_params, frames, parse_frame, refusal
 from taskbox.runner.metrics import Metrics
+from taskbox.runner.prints import settle_prints
 from taskbox.runner.reaper import install_reaper
 from taskbox.runner.reconnect import RateLimited, backoff, mint_grant_token
 from taskbox.runner.workflow_data import TaskData, is_data_call
@@ -404,8 +405,8 @@ class Runner:
         if outcome is None:
             assert spec is not None  # only a valid spec passes the precheck
             outcome = await self._run_sandboxed(spec, on_print, on_rpc)
-        if prints:  # logNodeOutput answers must arrive before taskdone (protocol.md §10)
-            await asyncio.wait(prints, timeout=self.config.rpc_timeout)
+        if prints:
+            await settle_prints(prints)
         duration = time.monotonic() - started
         self.metrics.observe_task(outcome.kind, duration)
         if outcome.ok:
