@@ -11,8 +11,10 @@ call. Here, in the trusted runner:
 * the task id is ours (the broker does not check who asks, §1), every request has a
   deadline (n8n may never answer), and the answer is cached for the task: a second
   call, or the next item in per-item mode, costs no round trip;
-* ``envProviderState.env`` goes through :func:`is_secret` (n8n's ``$env`` would hand
-  out ``N8N_ENCRYPTION_KEY`` and the runners' auth token, §9);
+* ``envProviderState.env`` goes through the runner's own filter
+  (``config.task_environment``: tokens, ``*_FILE``, values equal to a secret) and then
+  :func:`is_secret` (n8n's ``$env`` would hand out ``N8N_ENCRYPTION_KEY``, database
+  passwords and the runners' auth token, §9);
 * ``$tz`` is added: the workflow's timezone and its UTC offset now, resolved here
   because the worker cannot read the zoneinfo files;
 * ``EXTRAS_CALL`` brings ``customData`` / ``staticData`` back; they are checked
@@ -31,6 +33,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from taskbox.config import task_environment
 from taskbox.policy.data_names import DataPlan, plan
 
 __all__ = ["DATA_CALL", "EXTRAS_CALL", "TaskData", "is_data_call", "is_secret"]
@@ -147,7 +150,8 @@ def prepare(data: dict[str, Any], wanted: DataPlan) -> dict[str, Any]:
     if isinstance(state, dict):
         env = state.get("env") if wanted.env else None
         state = dict(state)
-        state["env"] = {k: v for k, v in env.items() if not is_secret(k)} \
+        state["env"] = {k: v for k, v in task_environment(
+            {str(k): str(v) for k, v in env.items()}).items() if not is_secret(k)} \
             if isinstance(env, dict) else {}
         data["envProviderState"] = state
     workflow = data.get("workflow")
