@@ -9,7 +9,7 @@ call. Here, in the trusted runner:
   and paired items), ``env`` only for ``_env``, ``input.include: false`` always, and
   all four ``requestParams`` keys (n8n never answers fewer, n8n-data-access.md §2);
 * the task id is ours (the broker does not check who asks, §1), every request has a
-  deadline (n8n may never answer), and the answer is cached for the task: a second
+  deadline (``TASKBOX_RPC_TIMEOUT``: n8n may never answer), and the answer is cached for the task: a second
   call, or the next item in per-item mode, costs no round trip;
 * ``envProviderState.env`` goes through the runner's own filter
   (``config.task_environment``: tokens, ``*_FILE``, values equal to a secret) and then
@@ -71,15 +71,14 @@ def is_secret(name: str) -> bool:
 class TaskData:
     """One task's data request, its cached answer and the extras for taskdone."""
 
-    def __init__(self, code: str, request: Request, timeout: float) -> None:
+    def __init__(self, code: str, request: Request) -> None:
         """Args:
         code: the task's code (the plan comes from it, computed on first use).
-        request: sends one runner:taskdatarequest with these params, awaits the answer.
-        timeout: seconds to wait for n8n's answer.
+        request: sends one runner:taskdatarequest with these params and awaits the
+            answer, within its deadline (``TaskChannel.data_request``).
         """
         self._code = code
         self._request = request
-        self._timeout = timeout
         self._answer: tuple[bool, Any] | None = None
         self._lock = asyncio.Lock()
         #: ``customData`` / ``staticData`` for runner:taskdone, once validated.
@@ -101,11 +100,7 @@ class TaskData:
         wanted = plan(self._code)
         if wanted is None:
             return False, "this code names no workflow data (_input, _('Node'), _workflow ...)"
-        try:
-            ok, data = await asyncio.wait_for(self._request(wanted.request_params()),
-                                              self._timeout)
-        except TimeoutError:
-            return False, f"n8n did not answer the data request within {self._timeout:g} s"
+        ok, data = await self._request(wanted.request_params())
         if not ok:
             return False, data
         if not isinstance(data, dict):
