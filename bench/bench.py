@@ -46,12 +46,15 @@ STOP_TIMEOUT = 10.0  # seconds a runner gets to exit after SIGTERM
 IDLE_TIMEOUT = 10.0  # seconds to wait for the worker pool to refill
 SUBMIT_TIMEOUT = 60.0
 
-# Targets from issue 3 (n8n's own runner: n8n-python-runner.md §10).
-TARGET_P50_MS = 3.0
-TARGET_TPUT_8 = 400.0
-TARGET_COLD_MS = 120.0
-TARGET_10K_MS = 50.0
-TARGET_IDLE_MB = 80.0
+# Targets from issue 15 (n8n's own runner: n8n-python-runner.md §10 and issue 15).
+TARGET_P50_MS = 1.0
+TARGET_TPUT_8 = 1000.0
+TARGET_COLD_OFFER_MS = 90.0
+TARGET_COLD_DONE_MS = 110.0
+TARGET_10K_MS = 25.0
+TARGET_IDLE_MB = 35.0
+TARGET_PANDAS_MS = 15.0
+IDLE_PAUSE = 1.0  # seconds of idle before each "after idle" task
 CORES = os.cpu_count() or 1
 
 
@@ -230,12 +233,14 @@ class Plan:
     cold_starts: int
     big_runs: int
     pass_runs: int
+    idle_tasks: int
+    package_runs: int
 
 
 FULL = Plan(latency_tasks=500, warmup=50, tput_tasks=1000, tput_rounds=3, cold_starts=5,
-            big_runs=5, pass_runs=20)
+            big_runs=5, pass_runs=20, idle_tasks=5, package_runs=20)
 QUICK = Plan(latency_tasks=150, warmup=20, tput_tasks=200, tput_rounds=1, cold_starts=3,
-             big_runs=3, pass_runs=10)
+             big_runs=3, pass_runs=10, idle_tasks=3, package_runs=5)
 
 
 def python_pass_ms(runs: int) -> float:
@@ -279,7 +284,7 @@ class Throughput:
 
 
 async def throughput(broker: EmbeddedBroker, runner: RunnerProcess, tasks: int,
-                     concurrency: int) -> Throughput:
+                     concurrency: int, sandboxed: bool = True) -> Throughput:
     """Tasks/s with ``concurrency`` submits in flight, ``tasks`` in total, and CPU per task."""
     todo = iter(range(tasks))
     failures: list[TaskOutcome] = []
@@ -295,7 +300,8 @@ async def throughput(broker: EmbeddedBroker, runner: RunnerProcess, tasks: int,
     started = time.monotonic()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed = time.monotonic() - started
-    await wait_idle(runner, concurrency + 1)  # replacement workers are part of the cost
+    if sandboxed:  # replacement workers are part of the cost
+        await wait_idle(runner, concurrency + 1)
     after = cpu_by_role(runner)
     if failures:
         raise RuntimeError(f"{len(failures)} task(s) failed, first: {failures[0].error!r}")
@@ -324,12 +330,12 @@ def _first_offer(runner_id: str) -> Callable[[tuple[float, str, str, dict[str, A
 
 
 async def cold_start(broker: EmbeddedBroker, starts: int,
-                     command: Sequence[str]) -> tuple[float, float]:
+                     command: Sequence[str], tag: str) -> tuple[float, float]:
     """Median (ms) of process start -> first ``runner:taskoffer``, and -> first task done."""
     to_offer: list[float] = []
     to_done: list[float] = []
     for i in range(starts):
-        runner = RunnerProcess.spawn(broker, f"bench-cold-{i}", 5, command)
+        runner = RunnerProcess.spawn(broker, f"bench-{tag}-cold-{i}", 5, command)
         try:
             event = await broker.wait_for_event(_first_offer(runner.runner_id), timeout=20.0)
             to_offer.append((event[0] - runner.started_at) * 1000)
@@ -394,122 +400,294 @@ async def binary_round_trip(broker: EmbeddedBroker, runs: int) -> Row:
 
 # --------------------------------------------------------------------------- main
 
+PANDAS_TASK = """\
+import pandas as pd
+df = pd.DataFrame([item['json'] for item in _items])
+sums = df.groupby('ok')['value'].sum()
+return [{'json': {'ok': bool(k), 'sum': float(v)}} for k, v in sums.items()]
+"""
+NUMPY_TASK = """\
+import numpy as np
+values = np.array([item['json']['value'] for item in _items])
+return [{'json': {'mean': float(values.mean()), 'std': float(values.std())}}]
+"""
+PACKAGES_ENV = {"N8N_RUNNERS_EXTERNAL_ALLOW": "pandas,numpy"}
 
-async def run(plan: Plan, command: Sequence[str] = ()) -> tuple[list[Row], list[str]]:
-    rows: list[Row] = []
+
+@dataclass
+class Figures:
+    """Every number one side (taskbox, or the in-process floor) produced in a run."""
+
+    latencies: list[float] = field(default_factory=list)
+    submit_latencies: list[float] = field(default_factory=list)
+    after_idle: list[float] = field(default_factory=list)
+    tputs: dict[int, Throughput] = field(default_factory=dict)
+    cold_offer: float = math.nan
+    cold_done: float = math.nan
+    big_ms: float = math.nan
+    each_ms: float = math.nan
+    memory: Memory | None = None
+    idle_workers: int = -1
+    packages: dict[str, float] = field(default_factory=dict)  # name -> ms (or bytes)
+    binary: Row | None = None
+
+
+async def _latency_rows(broker: EmbeddedBroker, runner: RunnerProcess, plan: Plan,
+                        figures: Figures, sandboxed: bool) -> None:
+    log(f"latency: {plan.latency_tasks} trivial tasks at concurrency 1 ...")
+    for _ in range(plan.latency_tasks):
+        out = await broker.submit(settings(TRIVIAL), timeout=SUBMIT_TIMEOUT)
+        figures.latencies.append(accept_to_done_ms(out))
+        figures.submit_latencies.append((out.done_at - out.submitted_at) * 1000)
+    log(f"latency after {IDLE_PAUSE:g} s idle, {plan.idle_tasks} tasks ...")
+    for _ in range(plan.idle_tasks):
+        await asyncio.sleep(IDLE_PAUSE)
+        out = await broker.submit(settings(TRIVIAL), timeout=SUBMIT_TIMEOUT)
+        figures.after_idle.append(accept_to_done_ms(out))
+    log("10,000-item and 1,000-item per-item tasks ...")
+    big = settings("return _items", small_items(10_000))
+    figures.big_ms = await timed_task(broker, big, plan.big_runs,
+                                      lambda r: isinstance(r, list) and len(r) == 10_000)
+    each = settings("_item['json']['double'] = _item['json']['id'] * 2\n"
+                    "return _item", small_items(1_000), each=True)
+    figures.each_ms = await timed_task(broker, each, plan.big_runs,
+                                       lambda r: isinstance(r, list) and len(r) == 1_000)
+    if sandboxed:
+        log("binary helper probe ...")
+        figures.binary = await binary_round_trip(broker, plan.big_runs)
+
+
+def packages_available() -> bool:
+    """pandas and numpy importable by this interpreter (the runner's)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("pandas", "numpy"))
+
+
+async def package_tasks(broker: EmbeddedBroker, plan: Plan, command: Sequence[str],
+                        runner_id: str, figures: Figures) -> None:
+    """pandas and numpy tasks with both allowlisted: first task, warm p50, idle PSS at 8."""
+    items = small_items(1_000)
+    tasks = {"pandas": (settings(PANDAS_TASK, items),
+                        lambda r: isinstance(r, list) and len(r) == 2),
+             "numpy": (settings(NUMPY_TASK, items),
+                       lambda r: isinstance(r, list) and len(r) == 1)}
+    runner = RunnerProcess.spawn(broker, runner_id, 8, command, **PACKAGES_ENV)
+    try:
+        await broker.wait_for_runners(1, timeout=30.0)
+        for name, (task, check) in tasks.items():
+            first = await timed_task(broker, task, 1, check)
+            figures.packages[f"{name} first"] = first
+            figures.packages[f"{name} warm"] = await timed_task(broker, task,
+                                                                plan.package_runs, check)
+        if command_is_taskbox(command):
+            await wait_idle(runner, 9)
+        await asyncio.sleep(0.5)
+        figures.packages["pss"] = tree_memory(runner.tree()).pss
+    except BaseException:
+        log(f"runner {runner.runner_id} log tail:\n{runner.log_tail()}")
+        raise
+    finally:
+        runner.stop()
+        runner.close()
+        with contextlib.suppress(TimeoutError):
+            await _wait_gone(broker, runner.runner_id)
+
+
+def floor_command() -> list[str]:
+    """The floor runner: this interpreter running bench/floor_runner.py."""
+    return [sys.executable, str(Path(__file__).with_name("floor_runner.py"))]
+
+
+def command_is_taskbox(command: Sequence[str]) -> bool:
+    return list(command) != floor_command()
+
+
+async def measure(broker: EmbeddedBroker, plan: Plan, command: Sequence[str],
+                  tag: str, notes: list[str]) -> Figures:
+    """One side's figures: cold starts, latency, big tasks, throughput, idle memory."""
+    sandboxed = command_is_taskbox(command)
+    figures = Figures()
+    log(f"[{tag}] cold starts ...")
+    figures.cold_offer, figures.cold_done = await cold_start(broker, plan.cold_starts, command,
+                                                             tag)
+    for concurrency in (1, 4, 8):
+        runner = RunnerProcess.spawn(broker, f"bench-{tag}-c{concurrency}", concurrency,
+                                     command)
+        try:
+            await broker.wait_for_runners(1, timeout=20.0)
+            await throughput(broker, runner, plan.warmup, concurrency, sandboxed)
+            if concurrency == 1:
+                await _latency_rows(broker, runner, plan, figures, sandboxed)
+            rounds = []
+            for _ in range(plan.tput_rounds):
+                log(f"[{tag}] throughput: {plan.tput_tasks} tasks at concurrency "
+                    f"{concurrency} ...")
+                rounds.append(await throughput(broker, runner, plan.tput_tasks, concurrency,
+                                               sandboxed))
+            figures.tputs[concurrency] = Throughput(
+                statistics.median(r.rate for r in rounds),
+                {role: statistics.median(r.cpu_ms[role] for r in rounds)
+                 for role in rounds[0].cpu_ms})
+            if concurrency == 8:
+                if sandboxed:
+                    figures.idle_workers = await wait_idle(runner, concurrency + 1)
+                await asyncio.sleep(0.5)
+                figures.memory = tree_memory(runner.tree())
+        except BaseException:
+            log(f"runner {runner.runner_id} log tail:\n{runner.log_tail()}")
+            raise
+        finally:
+            leftover = runner.stop()
+            if leftover:
+                notes.append(f"runner {runner.runner_id}: killed leftover pids {leftover}")
+            runner.close()
+            with contextlib.suppress(TimeoutError):
+                await _wait_gone(broker, runner.runner_id)
+    if plan.package_runs and packages_available():
+        log(f"[{tag}] pandas and numpy tasks ...")
+        await package_tasks(broker, plan, command, f"bench-{tag}-pkg", figures)
+    return figures
+
+
+def _ratio(value: float, floor: float) -> str:
+    if not (math.isfinite(value) and math.isfinite(floor)) or floor <= 0:
+        return ""
+    return f"{value / floor:.2f}x"
+
+
+class Table:
+    """Rows of (what, taskbox, floor, taskbox / floor, target, result)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+
+    def add(self, what: str, value: float, floor: float, unit: str, fmt: str = ".2f",
+            target: float | None = None, higher_is_better: bool = False) -> None:
+        def show(x: float) -> str:
+            return f"{x:{fmt}} {unit}" if math.isfinite(x) else "n/a"
+        verdict = ""
+        shown_target = ""
+        if target is not None:
+            shown_target = f"{'>=' if higher_is_better else '<='} {target:g} {unit}"
+            ok = value >= target if higher_is_better else value <= target
+            verdict = "pass" if ok else "**miss**"
+        self.rows.append([what, show(value), show(floor), _ratio(value, floor), shown_target,
+                          verdict])
+
+    def text(self, what: str, value: str, floor: str = "") -> None:
+        self.rows.append([what, value, floor, "", "", ""])
+
+    def render(self) -> str:
+        header = ["what", "taskbox", "floor (in-process, no sandbox)", "taskbox / floor",
+                  "target", "result"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines.extend("| " + " | ".join(row) + " |" for row in self.rows)
+        return "\n".join(lines)
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    tree = cpu["runner"] + cpu["zygote"] + cpu["workers"]
+    total = tree + cpu["broker"]
+    return (f"{cpu['runner']:.2f} / {cpu['zygote']:.2f} / {cpu['workers']:.2f} / "
+            f"{cpu['broker']:.2f} ms ({CORES * 1000 / total:.0f} tasks/s; "
+            f"{CORES * 1000 / tree:.0f}/s with the broker elsewhere)")
+
+
+def build_table(tb: Figures, fl: Figures, plan: Plan, pass_ms: float) -> Table:
+    table = Table()
+    nan = math.nan
+
+    def pct(values: Sequence[float], p: float) -> float:
+        return percentile(values, p) if values else nan
+
+    n = len(tb.latencies)
+    table.add(f"trivial task, accept -> done, p50 (concurrency 1, n={n})",
+              pct(tb.latencies, 50), pct(fl.latencies, 50), "ms", target=TARGET_P50_MS)
+    table.add("trivial task, accept -> done, p95", pct(tb.latencies, 95),
+              pct(fl.latencies, 95), "ms")
+    table.add("trivial task, accept -> done, p99", pct(tb.latencies, 99),
+              pct(fl.latencies, 99), "ms")
+    table.add("trivial task, submit -> done, p50 (includes offer matching)",
+              pct(tb.submit_latencies, 50), pct(fl.submit_latencies, 50), "ms")
+    table.add(f"trivial task after {IDLE_PAUSE:g} s idle, accept -> done, median of "
+              f"{plan.idle_tasks}", statistics.median(tb.after_idle) if tb.after_idle else nan,
+              statistics.median(fl.after_idle) if fl.after_idle else nan, "ms",
+              target=TARGET_P50_MS)
+    rounds_note = f"median of {plan.tput_rounds} x {plan.tput_tasks}" \
+        if plan.tput_rounds > 1 else f"{plan.tput_tasks} tasks"
+    for concurrency, tput in tb.tputs.items():
+        floor = fl.tputs.get(concurrency)
+        table.add(f"throughput, concurrency {concurrency} ({rounds_note})", tput.rate,
+                  floor.rate if floor else nan, "tasks/s", ".0f",
+                  target=TARGET_TPUT_8 if concurrency == 8 else None, higher_is_better=True)
+    for concurrency, tput in tb.tputs.items():
+        floor = fl.tputs.get(concurrency)
+        table.text(f"CPU per task at concurrency {concurrency}: runner / zygote / workers / "
+                   f"broker+bench (ceiling on {CORES} idle cores)", _cpu_text(tput.cpu_ms),
+                   _cpu_text(floor.cpu_ms) if floor else "")
+    for concurrency, tput in tb.tputs.items():
+        floor = fl.tputs.get(concurrency)
+        table.add(f"CPU per task at concurrency {concurrency}, runner's whole tree",
+                  sum(tput.cpu_ms[r] for r in ("runner", "zygote", "workers")),
+                  sum(floor.cpu_ms[r] for r in ("runner", "zygote", "workers"))
+                  if floor else nan, "ms")
+    table.add(f"cold start: process start -> first `runner:taskoffer` "
+              f"(median of {plan.cold_starts})", tb.cold_offer, fl.cold_offer, "ms", ".0f",
+              target=TARGET_COLD_OFFER_MS)
+    table.add("cold start: process start -> first trivial task done", tb.cold_done,
+              fl.cold_done, "ms", ".0f", target=TARGET_COLD_DONE_MS)
+    table.add(f"10,000-item all-items task (`return _items`), accept -> done "
+              f"(median of {plan.big_runs})", tb.big_ms, fl.big_ms, "ms", ".1f",
+              target=TARGET_10K_MS)
+    table.add(f"1,000-item per-item task, accept -> done (median of {plan.big_runs})",
+              tb.each_ms, fl.each_ms, "ms", ".1f")
+    mib = 1024 * 1024
+    if tb.memory is not None:
+        fl_pss = fl.memory.pss / mib if fl.memory else nan
+        table.add(f"idle memory at concurrency 8, PSS sum ({tb.memory.processes} processes: "
+                  f"runner + zygote + {tb.idle_workers} ready workers)", tb.memory.pss / mib,
+                  fl_pss, "MiB", ".1f", target=TARGET_IDLE_MB)
+        table.text("idle memory at concurrency 8, USS sum / RSS sum",
+                   f"{tb.memory.uss / mib:.1f} / {tb.memory.rss / mib:.1f} MiB",
+                   f"{fl.memory.uss / mib:.1f} / {fl.memory.rss / mib:.1f} MiB"
+                   if fl.memory else "")
+    if tb.packages:
+        for name in ("pandas", "numpy"):
+            runs = plan.package_runs
+            table.add(f"{name} task over 1,000 items ({name} allowlisted), first task",
+                      tb.packages[f"{name} first"], fl.packages.get(f"{name} first", nan),
+                      "ms", ".1f")
+            table.add(f"{name} task over 1,000 items, warm, median of {runs}",
+                      tb.packages[f"{name} warm"], fl.packages.get(f"{name} warm", nan),
+                      "ms", ".1f", target=TARGET_PANDAS_MS if name == "pandas" else None)
+        table.add("idle memory at concurrency 8 with pandas and numpy allowlisted, PSS sum",
+                  tb.packages["pss"] / mib, fl.packages.get("pss", nan) / mib, "MiB", ".1f")
+    else:
+        table.text("pandas / numpy tasks", "n/a (pandas and numpy not installed)")
+    p50 = pct(tb.latencies, 50)
+    table.text(f"trivial p50 / `python -c pass` (median start+exit {pass_ms:.1f} ms, "
+               f"n={plan.pass_runs})", f"{p50 / pass_ms:.3f}x")
+    if tb.binary is not None:
+        table.text(tb.binary.what, tb.binary.measured)
+    return table
+
+
+async def run(plan: Plan, command: Sequence[str] = (),
+              with_floor: bool = True) -> tuple[Table, list[str]]:
     notes: list[str] = []
     log("python -c pass ...")
     pass_ms = python_pass_ms(plan.pass_runs)
-
     broker = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=AUTH_TOKEN,
                             task_timeout=SUBMIT_TIMEOUT, rate_limit=None)
     await broker.start()
     try:
-        log("cold starts ...")
-        cold_offer, cold_done = await cold_start(broker, plan.cold_starts, command)
-
-        tputs: dict[int, Throughput] = {}
-        latencies: list[float] = []
-        submit_latencies: list[float] = []
-        big_ms = each_ms = 0.0
-        memory: Memory | None = None
-        idle_workers = -1
-        binary = Row("10 MB binary via helpers", "n/a (helpers not available)")
-        for concurrency in (1, 4, 8):
-            runner = RunnerProcess.spawn(broker, f"bench-c{concurrency}", concurrency, command)
-            try:
-                await broker.wait_for_runners(1, timeout=20.0)
-                await throughput(broker, runner, plan.warmup, concurrency)
-                if concurrency == 1:
-                    log(f"latency: {plan.latency_tasks} trivial tasks at concurrency 1 ...")
-                    for _ in range(plan.latency_tasks):
-                        out = await broker.submit(settings(TRIVIAL), timeout=SUBMIT_TIMEOUT)
-                        latencies.append(accept_to_done_ms(out))
-                        submit_latencies.append((out.done_at - out.submitted_at) * 1000)
-                    log("10,000-item and 1,000-item per-item tasks ...")
-                    big = settings("return _items", small_items(10_000))
-                    big_ms = await timed_task(broker, big, plan.big_runs,
-                                              lambda r: isinstance(r, list) and len(r) == 10_000)
-                    each = settings("_item['json']['double'] = _item['json']['id'] * 2\n"
-                                    "return _item", small_items(1_000), each=True)
-                    each_ms = await timed_task(broker, each, plan.big_runs,
-                                               lambda r: isinstance(r, list) and len(r) == 1_000)
-                    log("binary helper probe ...")
-                    binary = await binary_round_trip(broker, plan.big_runs)
-                rounds = []
-                for _ in range(plan.tput_rounds):
-                    log(f"throughput: {plan.tput_tasks} tasks at concurrency {concurrency} ...")
-                    rounds.append(await throughput(broker, runner, plan.tput_tasks, concurrency))
-                tputs[concurrency] = Throughput(
-                    statistics.median(r.rate for r in rounds),
-                    {role: statistics.median(r.cpu_ms[role] for r in rounds)
-                     for role in rounds[0].cpu_ms})
-                if concurrency == 8:
-                    idle_workers = await wait_idle(runner, concurrency + 1)
-                    await asyncio.sleep(0.5)
-                    memory = tree_memory(runner.tree())
-            except BaseException:
-                log(f"runner {runner.runner_id} log tail:\n{runner.log_tail()}")
-                raise
-            finally:
-                leftover = runner.stop()
-                if leftover:
-                    notes.append(f"runner {runner.runner_id}: killed leftover pids {leftover}")
-                runner.close()
-                with contextlib.suppress(TimeoutError):
-                    await _wait_gone(broker, runner.runner_id)
+        tb = await measure(broker, plan, command or runner_command(), "taskbox", notes)
+        fl = await measure(broker, plan, floor_command(), "floor", notes) \
+            if with_floor else Figures()
     finally:
         await broker.aclose()
-
-    p50 = percentile(latencies, 50)
-    n = len(latencies)
-    rows.append(Row(f"trivial task, accept -> done, p50 (concurrency 1, n={n})",
-                    f"{p50:.2f} ms", f"<= {TARGET_P50_MS:g} ms", p50 <= TARGET_P50_MS))
-    rows.append(Row("trivial task, accept -> done, p95 / p99",
-                    f"{percentile(latencies, 95):.2f} / {percentile(latencies, 99):.2f} ms"))
-    rows.append(Row("trivial task, submit -> done, p50 (includes offer matching)",
-                    f"{percentile(submit_latencies, 50):.2f} ms"))
-    rounds_note = f"median of {plan.tput_rounds} x {plan.tput_tasks}" \
-        if plan.tput_rounds > 1 else f"{plan.tput_tasks} tasks"
-    for concurrency, tput in tputs.items():
-        target = f">= {TARGET_TPUT_8:g}/s" if concurrency == 8 else ""
-        rows.append(Row(f"throughput, concurrency {concurrency} ({rounds_note})",
-                        f"{tput.rate:.0f} tasks/s", target,
-                        tput.rate >= TARGET_TPUT_8 if concurrency == 8 else None))
-    for concurrency, tput in tputs.items():
-        cpu = tput.cpu_ms
-        tree = cpu["runner"] + cpu["zygote"] + cpu["workers"]
-        total = tree + cpu["broker"]
-        rows.append(Row(
-            f"CPU per task at concurrency {concurrency}: runner / zygote / workers / "
-            f"broker+bench (ceiling on {CORES} idle cores)",
-            f"{cpu['runner']:.2f} / {cpu['zygote']:.2f} / {cpu['workers']:.2f} / "
-            f"{cpu['broker']:.2f} ms ({CORES * 1000 / total:.0f} tasks/s; "
-            f"{CORES * 1000 / tree:.0f}/s with the broker elsewhere)"))
-    rows.append(Row(f"cold start: process start -> first `runner:taskoffer` "
-                    f"(median of {plan.cold_starts})",
-                    f"{cold_offer:.0f} ms", f"<= {TARGET_COLD_MS:g} ms",
-                    cold_offer <= TARGET_COLD_MS))
-    rows.append(Row("cold start: process start -> first trivial task done",
-                    f"{cold_done:.0f} ms"))
-    rows.append(Row(f"10,000-item all-items task (`return _items`), accept -> done "
-                    f"(median of {plan.big_runs})",
-                    f"{big_ms:.1f} ms", f"<= {TARGET_10K_MS:g} ms", big_ms <= TARGET_10K_MS))
-    rows.append(Row(f"1,000-item per-item task, accept -> done (median of {plan.big_runs})",
-                    f"{each_ms:.1f} ms"))
-    if memory is not None:
-        mib = 1024 * 1024
-        pss_mb = memory.pss / mib
-        rows.append(Row(f"idle memory at concurrency 8, PSS sum ({memory.processes} processes: "
-                        f"runner + zygote + {idle_workers} ready workers)",
-                        f"{pss_mb:.1f} MiB", f"<= {TARGET_IDLE_MB:g} MB", pss_mb <= TARGET_IDLE_MB))
-        rows.append(Row("idle memory at concurrency 8, USS sum / RSS sum",
-                        f"{memory.uss / mib:.1f} / {memory.rss / mib:.1f} MiB"))
-    rows.append(Row("trivial p50 / `python -c pass` (median start+exit "
-                    f"{pass_ms:.1f} ms, n={plan.pass_runs})",
-                    f"{p50 / pass_ms:.3f}x"))
-    rows.append(binary)
-    return rows, notes
+    return build_table(tb, fl, plan, pass_ms), notes
 
 
 async def _wait_gone(broker: EmbeddedBroker, runner_id: str) -> None:
@@ -518,16 +696,11 @@ async def _wait_gone(broker: EmbeddedBroker, runner_id: str) -> None:
             await asyncio.sleep(0.02)
 
 
-def render(rows: Sequence[Row]) -> str:
-    header = ["what", "measured", "target", "result"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines.extend("| " + " | ".join(row.cells()) + " |" for row in rows)
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a smaller run of every row")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the in-process floor runner (halves the run time)")
     parser.add_argument("--runner-command", default="",
                         help="command line of the runner (default: the taskbox script), "
                              "to compare builds")
@@ -536,7 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     started = time.monotonic()
     command = shlex.split(args.runner_command)
-    rows, notes = asyncio.run(run(plan, command))
+    table, notes = asyncio.run(run(plan, command, not args.no_floor))
     elapsed = time.monotonic() - started
     load_after = os.getloadavg()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -549,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command:
         print(f"runner command: {shlex.join(command)}")
     print()
-    print(render(rows))
+    print(table.render())
     for note in notes:
         print(f"\nnote: {note}")
     return 0
