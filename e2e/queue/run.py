@@ -35,6 +35,7 @@ from e2e.queue.stack import (
     Stack,
     StackError,
     count_in_log,
+    cpu_seconds,
     free_port,
     http_get,
     in_flight,
@@ -336,9 +337,17 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
 
     # ---- phase 1: load -------------------------------------------------------------
     before = [metrics(p) for p in dep.health_ports]
+    parts = {"n8n main": [p for p in stack.procs if p.name == "n8n-main"],
+             "n8n workers": dep.workers, "taskbox runners": dep.runners,
+             "redis": [p for p in stack.procs if p.name == "redis"],
+             "postgres": [p for p in stack.procs if p.name == "postgres"]}
+    cpu0 = {k: sum(cpu_seconds(p.pid) for p in v) for k, v in parts.items()}
     log(f"load: {args.requests} requests at concurrency {args.concurrency}")
     results, wall = fire(load, 0, args.requests, args.concurrency, args.load_seconds)
     after = [metrics(p) for p in dep.health_ports]
+    load_avg = os.getloadavg()[0]
+    cpu = {k: (sum(cpu_seconds(p.pid) for p in v) - cpu0[k]) * 1000 / max(1, len(results))
+           for k, v in parts.items()}
     ran = [tasks_ok(a) - tasks_ok(b) for a, b in zip(after, before, strict=True)]
     spread = f"{ran[0]} / {ran[1]}"
     table.append(summary_row("load", results, wall, spread))
@@ -471,6 +480,9 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     print()
     print("\n".join(table))
     print()
+    print("CPU per request in the load phase (user + system, ms): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in cpu.items()) + f"; machine: {os.cpu_count()} cores, "
+        f"1-min load average at the end of the load {load_avg:.1f}")
     t0 = fault[0].start if fault else t_kill
     print(f"fault phase timeline (s after its first request): SIGKILL taskbox1 "
           f"{t_kill - t0:.1f}, restarted {t_kill - t0 + 2:.1f}, re-registered "

@@ -307,6 +307,28 @@ class Stack:
         return self.spawn(name, argv, env)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) of ``pid`` and its live descendants, including what they
+    reaped (cutime/cstime): taskbox's zygote reaps every task worker."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, seconds)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+            todo.extend(c for c, (ppid, _) in stats.items() if ppid == p)
+    return total
+
+
 def count_in_log(path: Path, needle: str) -> int:
     if not path.exists():
         return 0
@@ -336,5 +358,7 @@ def tasks_all(sample: dict[str, float]) -> int:
 
 
 def in_flight(sample: dict[str, float]) -> int:
-    """Tasks accepted and not finished yet."""
+    """Tasks running now (``taskbox_busy_slots``; accepted - finished on older taskbox)."""
+    if "taskbox_busy_slots" in sample:
+        return int(sample["taskbox_busy_slots"])
     return int(sample.get("taskbox_offers_accepted_total", 0)) - tasks_all(sample)

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from taskbox.config import Config
+from taskbox.runner.health import READINESS_PATH
 from tests.deploy.test_deploy import (
     ALWAYS_PASSED,
     DEPLOY,
@@ -299,10 +300,10 @@ def worker_problems(workload: Doc, n8n: Doc, env: dict[str, str], taskboxes: lis
         out.append(f"{name}: taskbox's health server listens on 127.0.0.1 only; the "
                    "kubelet's httpGet and Prometheus connect to the pod IP")
     health = int(tenv.get("N8N_RUNNERS_HEALTH_CHECK_SERVER_PORT", Config().health.port))
-    for kind in ("livenessProbe", "readinessProbe"):
+    for kind, path in (("livenessProbe", "/healthz"), ("readinessProbe", READINESS_PATH)):
         get = (tb.get(kind) or {}).get("httpGet") or {}
-        if get.get("path") != "/healthz" or port_number(tb, get.get("port", -1)) != health:
-            out.append(f"{name}: taskbox {kind} is not GET /healthz on port {health}")
+        if get.get("path") != path or port_number(tb, get.get("port", -1)) != health:
+            out.append(f"{name}: taskbox {kind} is not GET {path} on port {health}")
     notes = workload["spec"]["template"]["metadata"].get("annotations", {})
     if (notes.get("prometheus.io/scrape"), notes.get("prometheus.io/port"),
             notes.get("prometheus.io/path")) != ("true", str(health), "/metrics"):
@@ -415,6 +416,10 @@ def _probe_port(docs: list[Doc]) -> None:
     _container(docs, "n8n-worker", "taskbox")["livenessProbe"]["httpGet"]["port"] = 5682
 
 
+def _readiness_on_healthz(docs: list[Doc]) -> None:
+    _container(docs, "n8n-worker", "taskbox")["readinessProbe"]["httpGet"]["path"] = "/healthz"
+
+
 def _annotation(docs: list[Doc]) -> None:
     w = next(d for d in docs if d["metadata"]["name"] == "n8n-worker")
     w["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "5678"
@@ -452,6 +457,7 @@ def _secret_key(docs: list[Doc]) -> None:
     (_offload_off, "set OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS=true"),
     (_bad_selector, "Service n8n: selects 0 workloads"),
     (_probe_port, "livenessProbe port 5682 is not a port of the container"),
+    (_readiness_on_healthz, "readinessProbe is not GET /healthz/readiness"),
     (_annotation, "Prometheus annotations"),
     (_secret_key, "missing secret key n8n-secrets/encryption_key"),
 ])
