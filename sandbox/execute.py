@@ -10,8 +10,10 @@ Semantics follow n8n-python-runner.md §5 with its bugs fixed (§9.1):
   are the user's and multi-line strings are unchanged; top-level ``return`` works;
 * per-item mode with continueOnFail turns only the failing items into error
   items; syntax errors also become error items under continueOnFail;
-* results are strict JSON: NaN/Infinity -> null, datetimes -> ISO 8601, other
-  values -> ``str(value)`` (orjson with ``default=``);
+* results are the JSON n8n's runner sends (``json.dumps(..., default=str)``):
+  every non-JSON value becomes its ``str()`` (a datetime ``2024-02-29 13:45:30``,
+  a Decimal, UUID, set, object...), tuples lists, float subclasses numbers; but
+  strictly valid: NaN/Infinity -> null (n8n's runner emits bare ``NaN``);
 * errors carry ``message`` with ``[line N]`` (``[line N, for item K]``),
   ``description``, a user-only ``stack``, ``lineNumber`` and ``itemIndex``;
 * prints stream to the runner one frame per call, so they survive failures;
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import _thread
 import ast
+import enum
 import json
 import os
 import select
@@ -68,7 +71,10 @@ _EXCEPT_HOOK: Final = "<taskbox-except>"
 _WRAPPER_NAME: Final = "<module>"
 
 _MAX_TEXT: Final = 65_536  # cap for an error message or stack, in characters
-_JSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+#: orjson writes dates ISO 8601 and dataclasses as objects; n8n's runner (json.dumps
+#: with default=str) writes their str(): pass them through to ``_default``.
+_JSON_OPTIONS: Final = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                        | orjson.OPT_PASSTHROUGH_DATACLASS)
 _MEMORY_FRAME: Final = framing.encode({"t": "error", "kind": "memory"})
 
 
@@ -406,22 +412,30 @@ def _clean_str(text: str) -> str:
 
 
 def _default(value: Any) -> Any:
+    """What ``json.dumps(default=str)`` makes of a value orjson does not take as is."""
+    if isinstance(value, float):  # a float subclass (numpy.float64): json writes a number
+        return float(value)
+    if isinstance(value, tuple):  # a namedtuple: json writes a list
+        return list(value)
     return str(value)
 
 
-def encode_result(value: Any) -> bytes:
-    """Serialise a result as strict JSON.
+def encode_result(value: Any, exact: bool = False) -> bytes:
+    """Serialise a result as n8n's runner does, but as strict JSON.
 
-    NaN and Infinity become ``null`` (as JavaScript's ``JSON.stringify``), dates
-    and times ISO 8601 strings, anything else ``str(value)``. Values orjson
-    refuses (huge ints, cycles, lone surrogates, deep nesting) go through a
-    slower sanitising pass instead of failing.
+    Every value ``json.dumps(value, default=str)`` would turn into a string gets
+    the same string; NaN and Infinity become ``null`` (as JavaScript's
+    ``JSON.stringify``). Values orjson refuses (huge ints, cycles, lone
+    surrogates, deep nesting) go through a slower sanitising pass instead of
+    failing; so does everything when ``exact`` is set (the code may return plain
+    ``Enum`` members, which orjson would write as their value).
     """
-    try:
-        return orjson.dumps(value, default=_default, option=_JSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(_sanitize(value, 0, set()), default=_default,
-                            option=_JSON_OPTIONS)
+    if not exact:
+        try:
+            return orjson.dumps(value, default=_default, option=_JSON_OPTIONS)
+        except orjson.JSONEncodeError:
+            pass
+    return orjson.dumps(_sanitize(value, 0, set()), default=_default, option=_JSON_OPTIONS)
 
 
 def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
@@ -437,7 +451,9 @@ def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
         except OverflowError:
             return str(value)
     if isinstance(value, float):
-        return value
+        return float(value)
+    if isinstance(value, enum.Enum):  # json.dumps: str() unless a str/int/float mixin
+        return str(value)
     if depth > 200:
         return "[Nested too deep]"
     if isinstance(value, (dict, list, tuple)):
@@ -446,8 +462,8 @@ def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
         active.add(id(value))
         try:
             if isinstance(value, dict):
-                return {_clean_str(str(k)) if not isinstance(k, str) else _clean_str(k):
-                        _sanitize(v, depth + 1, active) for k, v in value.items()}
+                return {_clean_str(_key(k)): _sanitize(v, depth + 1, active)
+                        for k, v in value.items()}
             return [_sanitize(v, depth + 1, active) for v in value]
         finally:
             active.discard(id(value))
@@ -456,6 +472,17 @@ def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
     except (orjson.JSONEncodeError, TypeError):
         return _clean_str(_default(value))
     return value
+
+
+def _key(key: Any) -> str:
+    """A dict key as json.dumps writes it (any other type: its str(), not a TypeError)."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False or key is None:
+        return "true" if key else ("false" if key is False else "null")
+    if isinstance(key, (int, float)) and not isinstance(key, enum.Enum):
+        return json.dumps(key)
+    return str(key)
 
 
 def wrap_item(value: Any, index: int) -> dict[str, Any]:
@@ -615,8 +642,7 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
     max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
     channel = _Channel(sock, max_payload + 65_536)
     _channel = channel
-    if limits.get("block_env_access", True):
-        os.environ.clear()
+    os.environ.clear()  # the zygote's LANG; a task sees nothing or its own "env" below
     prepared = Prepared(limits, _Printer(channel, int(limits.get("print_cap_bytes",
                                                                   1 << 20))).make())
     # Warm up only while idle: if the task is already waiting (tasks arriving
@@ -630,10 +656,13 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
     items_frame = channel.recv()
     if not isinstance(header, dict) or header.get("t") != "task" or items_frame is None:
         return
+    env = header.get("env")
+    if isinstance(env, dict) and not limits.get("block_env_access", True):
+        os.environ.update({str(k): str(v) for k, v in env.items()})
     try:
         task = _Task(header, items_frame)
         value = run_task(task, prepared)
-        body = encode_result(value)
+        body = encode_result(value, exact="Enum" in task.code)
     except TaskFailed as failed:
         channel.send(framing.encode({"t": "error", "kind": failed.kind, "error": failed.error},
                                     default=str))

@@ -4,7 +4,7 @@ The runner codes against :class:`Executor`::
 
     executor = Executor(limits, max_concurrency, logger)
     layers = await executor.start()          # zygote up, READY, layers checked
-    outcome = await executor.run(spec, on_print, on_rpc)
+    outcome = await executor.run(spec, on_print, on_rpc, deadline=deadline)
     await executor.aclose()
 
 Where each limit is enforced (the worker is hostile; the parent trusts nothing
@@ -51,7 +51,7 @@ from taskbox.errors import SandboxCrashed, SandboxUnavailable
 from taskbox.executor import probe
 from taskbox.executor.limits import Limits
 from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHandle
-from taskbox.executor.task import PrintSink, RpcCall, TaskOutcome, TaskSpec, failure
+from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec, failure
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
     from sandbox import framing
@@ -94,7 +94,8 @@ class Executor:
     def __init__(self, limits: Limits, max_concurrency: int,
                  logger: logging.Logger | None = None) -> None:
         """Args:
-        limits: values the sandbox enforces (sent to the zygote as is).
+        limits: values the sandbox enforces (sent to the zygote, but for the
+            task environment, which goes to each worker with its task).
         max_concurrency: tasks that may run at once; the zygote keeps one more
             worker than this ready.
         logger: defaults to ``taskbox.executor``.
@@ -102,6 +103,7 @@ class Executor:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.limits = limits
+        self._task_env = dict(limits.task_env)
         self.max_concurrency = max_concurrency
         self.logger = logger or logging.getLogger("taskbox.executor")
         self.layers: dict[str, bool] = {}
@@ -234,13 +236,16 @@ class Executor:
 
     # ------------------------------------------------------------------ run
 
-    async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: RpcCall) -> TaskOutcome:
+    async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: HelperCall, *,
+                  deadline: float | None = None) -> TaskOutcome:
         """Run one task in a fresh worker.
 
         Args:
             spec: the task.
             on_print: called at once with each ``print`` call's formatted args.
             on_rpc: awaited for each helper RPC the code makes.
+            deadline: when the task's time is up, on the loop's clock; the runner takes
+                it at accept. Default: ``task_timeout`` from now.
 
         Returns:
             The outcome; whole-task failures (timeout, memory, CPU, signal,
@@ -251,7 +256,8 @@ class Executor:
         """
         await self._slots.acquire()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.task_timeout
+        if deadline is None:
+            deadline = loop.time() + self.limits.task_timeout
         worker: WorkerHandle | None = None
         # Enforced apart from the read loop: the worker dies at the deadline even
         # if nothing else on the event loop gets a turn.
@@ -334,13 +340,16 @@ class Executor:
                        f"{self.limits.memory_limit_mb} MiB", kind="memory")
 
     async def _drive(self, worker: WorkerHandle, spec: TaskSpec, on_print: PrintSink,
-                     on_rpc: RpcCall) -> TaskOutcome:
+                     on_rpc: HelperCall) -> TaskOutcome:
         loop = asyncio.get_running_loop()
         sock = worker.sock
-        header = framing.encode({
+        task: dict[str, Any] = {
             "t": "task", "code": spec.code, "mode": spec.node_mode,
             "continueOnFail": spec.continue_on_fail, "query": spec.query,
-        }, default=str)
+        }
+        if not self.limits.block_env_access:  # N8N_BLOCK_RUNNER_ENV_ACCESS=false
+            task["env"] = self._task_env
+        header = framing.encode(task, default=str)
         items = spec.items_json or b"[]"
         prefix = len(items).to_bytes(framing.HEADER_SIZE, "big")
         watch = _RssWatch(loop, worker, self.limits.memory_limit_mb * 1024 * 1024)
@@ -403,7 +412,7 @@ class Executor:
         return self._death_outcome(spec, ended or WorkerExit(lost=True), worker)
 
     async def _handle_frame(self, frame: bytes, worker: WorkerHandle, spec: TaskSpec,
-                            prints: _PrintCap, on_rpc: RpcCall
+                            prints: _PrintCap, on_rpc: HelperCall
                             ) -> TaskOutcome | _RpcFrames | None:
         spliceable = result_outcome(frame)
         if spliceable is not None:
@@ -441,7 +450,7 @@ class Executor:
         return failure(spec, "The sandbox worker sent an invalid frame", kind="error")
 
     async def _answer_rpc(self, worker: WorkerHandle, call: _RpcFrames,
-                          on_rpc: RpcCall) -> None:
+                          on_rpc: HelperCall) -> None:
         """Run one helper call and send the reply, its buffers as raw frames after it."""
         message = call.message
         name = message.get("name")
