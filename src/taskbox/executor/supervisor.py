@@ -346,7 +346,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         sock = worker.sock
         task: dict[str, Any] = {
-            "t": "task", "code": spec.code, "mode": spec.node_mode,
+            "t": framing.FRAME_TASK, "code": spec.code, "mode": spec.node_mode,
             "continueOnFail": spec.continue_on_fail, "query": spec.query,
         }
         if not self.limits.block_env_access:  # N8N_BLOCK_RUNNER_ENV_ACCESS=false
@@ -424,7 +424,7 @@ class Executor:
         except framing.FrameError:
             message = None
         kind = message.get("t") if isinstance(message, dict) else None
-        if kind == "print":
+        if kind == framing.FRAME_PRINT:
             assert isinstance(message, dict)
             args = message.get("args")
             # The worker sends strings only; anything else is dropped, never str()'d
@@ -432,20 +432,20 @@ class Executor:
             if isinstance(args, list) and all(isinstance(a, str) for a in args):
                 prints.add(args)
             return None
-        if kind == "print_cut":
+        if kind == framing.FRAME_PRINT_CUT:
             prints.cut()
             return None
-        if kind == "rpc":
+        if kind == framing.FRAME_RPC:
             assert isinstance(message, dict)
             call = _RpcFrames(message, _frame_limit(self.limits))
             if call.complete:
                 await self._answer_rpc(worker, call, on_rpc)
                 return None
             return call  # its buffers follow as raw frames
-        if kind == "result":
+        if kind == framing.FRAME_RESULT:
             assert isinstance(message, dict)
             return TaskOutcome(result=message.get("result"))
-        if kind == "error":
+        if kind == framing.FRAME_ERROR:
             assert isinstance(message, dict)
             return self._error_outcome(spec, message)
         worker.kill()
@@ -473,7 +473,7 @@ class Executor:
                     ok, data = await on_rpc(name, params)
                 except Exception as exc:
                     ok, data = False, str(exc) or type(exc).__name__
-        head = {"t": "rpc_reply", "id": message.get("id"), "ok": bool(ok), "data": data,
+        head = {"t": framing.FRAME_RPC_REPLY, "id": message.get("id"), "ok": bool(ok), "data": data,
                 "bufs": 0}
         buffers: list[bytes] = []
         try:  # orjson refuses bytes: only an answer holding some is walked in Python
@@ -540,7 +540,7 @@ class Executor:
                        "before sending a result", kind="signal")
 
 
-_RESULT_PREFIX = b'{"t":"result","result":'  # how sandbox/execute.py writes results
+_RESULT_PREFIX = framing.RESULT_PREFIX  # how sandbox/execute.py writes results
 
 
 def result_outcome(frame: bytes) -> TaskOutcome | None:
@@ -624,7 +624,7 @@ def _parse_cost(frame: bytes) -> int:
     return len(frame) + _BYTES_PER_ELEMENT * elements
 
 
-_PRINT_PREFIX: Final = b'{"t":"print",'
+_PRINT_PREFIX: Final = framing.PRINT_PREFIX
 
 
 class _FrameBudget:
