@@ -286,6 +286,12 @@ async def test_cannot_bypass_import_restrictions_via_spec_loader(n8n: Pair) -> N
     assert "__spec__" in err["description"]
 
 
+async def test_cannot_bypass_import_restrictions_via_loader(n8n: Pair) -> None:
+    err = error(await n8n.run("m = __loader__.load_module('os')\nreturn []"))
+    assert err["message"] == "Security violations detected"
+    assert "'__loader__'" in err["description"]
+
+
 async def test_cannot_bypass_import_restrictions_via_sys_builtins(wildcard: Pair) -> None:
     err = error(await wildcard.run("import sys\nos = sys.__builtins__['__import__']('os')"))
     assert err["message"] == "Security violations detected"
