@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit style types lint bench security e2e e2e-parity load faults all clean
+.PHONY: install run test unit style types lint bench security e2e e2e-parity e2e-queue load faults all clean
 
 install: $(STAMP)
 
@@ -63,6 +63,13 @@ e2e: install
 
 e2e-parity: install
 	$(E2E_PARITY_ENV) N8N_E2E_CASES_DIR=e2e/parity_cases ../shared/n8n-e2e/run.sh $(BIN)/taskbox connect --task-timeout $(E2E_TASK_TIMEOUT)
+
+# n8n's queue mode (e2e/queue/README.md): real redis-server + PostgreSQL (apt-get when
+# missing), n8n main + 2 workers, a taskbox beside each worker; load, then faults under
+# load. ~3 min; not part of `make test`. Knobs: TB_QUEUE_REQUESTS, TB_QUEUE_CONCURRENCY.
+e2e-queue: install
+	../shared/n8n-e2e/install.sh
+	$(BIN)/python -m e2e.queue.run
 
 all: test bench security
 

@@ -75,7 +75,7 @@ _MAX_TEXT: Final = 65_536  # cap for an error message or stack, in characters
 #: with default=str) writes their str(): pass them through to ``_default``.
 _JSON_OPTIONS: Final = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
                         | orjson.OPT_PASSTHROUGH_DATACLASS)
-_MEMORY_FRAME: Final = framing.encode({"t": "error", "kind": "memory"})
+_MEMORY_FRAME: Final = framing.encode({"t": framing.FRAME_ERROR, "kind": "memory"})
 
 
 class TaskFailed(Exception):
@@ -123,7 +123,7 @@ class _Channel:
         with self._rpc_lock:
             self._rpc_id += 1
             call_id = self._rpc_id
-            head = framing.encode({"t": "rpc", "id": call_id, "name": name, "params": tagged,
+            head = framing.encode({"t": framing.FRAME_RPC, "id": call_id, "name": name, "params": tagged,
                                    "bufs": len(buffers)}, default=str)
             with self.send_lock:
                 self.sock.sendall(head)
@@ -131,7 +131,7 @@ class _Channel:
                     self.sock.sendall(len(buffer).to_bytes(framing.HEADER_SIZE, "big"))
                     self.sock.sendall(buffer)
             reply = framing.decode(self._recv_or_fail(name))
-            if not isinstance(reply, dict) or reply.get("t") != "rpc_reply" \
+            if not isinstance(reply, dict) or reply.get("t") != framing.FRAME_RPC_REPLY \
                     or reply.get("id") != call_id:
                 raise RuntimeError(f"RPC {name} failed: unexpected reply")
             count = reply.get("bufs", 0)
@@ -394,13 +394,13 @@ class _Printer:
             size = max(sum(len(p.encode("utf-8", "surrogatepass")) for p in parts), 1)
         if self._used + size > self._cap:
             self._cut = True
-            self._channel.send(framing.encode({"t": "print_cut"}))
+            self._channel.send(framing.encode({"t": framing.FRAME_PRINT_CUT}))
             return
         self._used += size
         try:
-            frame = framing.encode({"t": "print", "args": parts})
+            frame = framing.encode({"t": framing.FRAME_PRINT, "args": parts})
         except orjson.JSONEncodeError:
-            frame = framing.encode({"t": "print", "args": [_clean_str(p) for p in parts]})
+            frame = framing.encode({"t": framing.FRAME_PRINT, "args": [_clean_str(p) for p in parts]})
         self._channel.send(frame)
 
 
@@ -571,7 +571,7 @@ def warm_up_shared(rounds: int = 16) -> None:
                      _EXCEPT_HOOK: _except_hook}
         framing.encode_raw(encode_result(types.FunctionType(code, namespace)()))
         format_print_args(("warm", 1, {"k": [1]}))
-        framing.FrameDecoder().feed(framing.encode({"t": "task", "code": "x"}))
+        framing.FrameDecoder().feed(framing.encode({"t": framing.FRAME_TASK, "code": "x"}))
 
 
 _WARM_UP_CODE: Final = (
@@ -654,7 +654,7 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
         return
     header = framing.decode(header_frame)
     items_frame = channel.recv()
-    if not isinstance(header, dict) or header.get("t") != "task" or items_frame is None:
+    if not isinstance(header, dict) or header.get("t") != framing.FRAME_TASK or items_frame is None:
         return
     env = header.get("env")
     if isinstance(env, dict) and not limits.get("block_env_access", True):
@@ -664,23 +664,23 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
         value = run_task(task, prepared)
         body = encode_result(value, exact="Enum" in task.code)
     except TaskFailed as failed:
-        channel.send(framing.encode({"t": "error", "kind": failed.kind, "error": failed.error},
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": failed.kind, "error": failed.error},
                                     default=str))
         return
     except orjson.JSONDecodeError as exc:
-        channel.send(framing.encode({"t": "error", "kind": "error", "error": {
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": "error", "error": {
             "message": f"Invalid input items: {exc}", "description": "ValueError"}}))
         return
     except (orjson.JSONEncodeError, RecursionError) as exc:
         message = f"Task result could not be serialized: {_safe_str(exc)}"
-        channel.send(framing.encode({"t": "error", "kind": "error", "error": {
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": "error", "error": {
             "message": message, "description": "TypeError"}}))
         return
     if len(body) > max_payload:
-        channel.send(framing.encode({"t": "error", "kind": "payload",
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": "payload",
                                      "error": _payload_error(len(body), max_payload)}))
         return
-    channel.send(framing.encode_raw(b'{"t":"result","result":' + body + b"}"))
+    channel.send(framing.encode_raw(framing.RESULT_PREFIX + body + b"}"))
 
 
 def worker_main(sock: socket.socket, limits: dict[str, Any]) -> NoReturn:
@@ -699,7 +699,7 @@ def worker_main(sock: socket.socket, limits: dict[str, Any]) -> NoReturn:
         status = 1
         try:
             message = f"Internal sandbox error: {type(exc).__name__}: {_safe_str(exc)}"
-            sock.sendall(framing.encode({"t": "error", "kind": "error", "error": {
+            sock.sendall(framing.encode({"t": framing.FRAME_ERROR, "kind": "error", "error": {
                 "message": message, "description": "SandboxError"}}))
         except BaseException:
             pass

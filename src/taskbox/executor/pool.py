@@ -178,7 +178,7 @@ class ZygoteHandle:
         with contextlib.suppress(OSError, AttributeError):
             self._pidfd = os.pidfd_open(self.pid)
             loop.add_reader(self._pidfd, self._on_died, "exited")
-        init = {"t": "init", "limits": self.limits.to_wire(),
+        init = {"t": framing.FRAME_INIT, "limits": self.limits.to_wire(),
                 "max_concurrency": self.max_concurrency}
         try:
             ours.send(framing.encode(init))
@@ -231,12 +231,12 @@ class ZygoteHandle:
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         kind = message.get("t")
         pid = message.get("pid")
-        if kind == "worker" and isinstance(pid, int) and len(fds) == 1:
+        if kind == framing.FRAME_WORKER and isinstance(pid, int) and len(fds) == 1:
             self._add_worker(pid, fds[0])
             return
         for fd in fds:
             os.close(fd)
-        if kind == "exit" and isinstance(pid, int):
+        if kind == framing.FRAME_EXIT and isinstance(pid, int):
             status = message.get("status")
             cpu = message.get("cpu")
             result = WorkerExit(status=status if isinstance(status, int) else 0,
@@ -253,7 +253,7 @@ class ZygoteHandle:
                     self.logger.warning("sandbox worker %s died before use (%s)", pid,
                                         _describe_status(result))
                     break
-        elif kind == "ready" and self._ready_frame is not None \
+        elif kind == framing.FRAME_READY and self._ready_frame is not None \
                 and not self._ready_frame.done():
             self._ready_frame.set_result(message)
 
@@ -336,7 +336,7 @@ class ZygoteHandle:
                     self._ready.appendleft(waiter.result())
                 raise
         # Before the task is sent, so the zygote learns it before the worker can exit.
-        self._send_control({"t": "taken", "pid": worker.pid})
+        self._send_control({"t": framing.FRAME_TAKEN, "pid": worker.pid})
         return worker
 
     def _send_control(self, message: dict[str, Any]) -> None:
@@ -364,7 +364,7 @@ class ZygoteHandle:
 
     async def _aclose(self) -> None:
         self._closing = True
-        self._send_control({"t": "stop"})
+        self._send_control({"t": framing.FRAME_STOP})
         self._on_died("closed")
         loop = asyncio.get_running_loop()
         proc = self._proc
