@@ -379,6 +379,9 @@ class RunnerUnderTest:
             "TASKBOX_CANARY_ENV": self.canaries.env,
         }
         env.update(self.config)
+        if self.mode.disable:
+            env["TASKBOX_TEST_DISABLE_LAYERS"] = self.mode.disable
+            env["TASKBOX_ALLOW_NO_LANDLOCK"] = "true"
         return env
 
     async def start(self) -> None:
@@ -437,6 +440,7 @@ class Mode:
     python: str
     home: Path
     user: tuple[int, int] | None = None  # (uid, gid) to switch to
+    disable: str = ""  # TASKBOX_TEST_DISABLE_LAYERS
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -621,6 +625,8 @@ async def run_all(args: argparse.Namespace) -> int:
     log_leaks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="taskbox-scorecard-") as tmp:
         modes, skipped = prepare_modes(args.mode, Path(tmp))
+        for mode in modes:
+            mode.disable = args.disable
         for reason in skipped:
             print(f"mode skipped: {reason}", flush=True)
         if not modes:
@@ -675,6 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    parser.add_argument("--disable", metavar="LAYERS", default="",
+                        help="TASKBOX_TEST_DISABLE_LAYERS for the runner, e.g. landlock: "
+                             "what the other layers still hold")
     parser.add_argument("--mode", choices=[*MODES, "both"], default="both",
                         help="run the runner as root, as the unprivileged tb11runner, or both")
     parser.add_argument("--only", metavar="IDS", help="comma list of case ids, e.g. A01,J04")
