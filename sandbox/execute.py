@@ -381,9 +381,11 @@ class _Printer:
     def emit(self, parts: list[str]) -> None:
         if self._cut:
             return
-        size = sum(len(p) for p in parts)
+        # At least one byte per call, so a flood of empty print() calls ends at the
+        # cap too (the runner counts the same way and kills a worker printing past it).
+        size = max(sum(len(p) for p in parts), 1)
         if self._used + size > self._cap:
-            size = sum(len(p.encode("utf-8", "surrogatepass")) for p in parts)
+            size = max(sum(len(p.encode("utf-8", "surrogatepass")) for p in parts), 1)
         if self._used + size > self._cap:
             self._cut = True
             self._channel.send(framing.encode({"t": "print_cut"}))

@@ -162,6 +162,11 @@ class FrameDecoder:
         """Announced body size of the frame being read (-1 between frames)."""
         return self._need
 
+    def peek(self, size: int) -> bytes:
+        """The first ``size`` bytes of the frame being read, so a receiver can judge its
+        type before the rest arrives (empty between frames)."""
+        return bytes(self._buffer[:size]) if self._need >= 0 else b""
+
     def push(self, data: bytes | bytearray | memoryview) -> None:
         """Add received bytes; complete frames queue up for :meth:`next_frame`.
 

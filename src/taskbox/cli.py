@@ -1,7 +1,10 @@
 """Command line: ``taskbox [connect]``, ``taskbox run FILE``, ``taskbox broker``.
 
-``main`` returns the exit code; only ``__main__`` calls sys.exit. Exit codes: 0 ok,
-1 task error / runtime failure, 2 invalid configuration, 3 authentication failure.
+``main`` returns the exit code; only ``__main__`` calls sys.exit. Exit codes (README
+"Commands"): 0 ok; 1 the task failed (its code raised, or n8n would refuse its result), or
+a runtime failure; 2 bad input (configuration, flags, the code or items file); 3
+authentication failure; 4 the task hit its time limit (wall clock or CPU); 5 it hit its
+memory limit; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -11,19 +14,28 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from taskbox import __version__
 from taskbox.config import SECRET_VARS, Config
 from taskbox.errors import ConfigError
+from taskbox.items import ItemsRejected, check_input
 from taskbox.logs import setup_logging
 
+if TYPE_CHECKING:
+    from taskbox.standalone import Outcome
+
 __all__ = ["main"]
+
+EXIT_OK, EXIT_TASK_ERROR, EXIT_BAD_INPUT, EXIT_AUTH = 0, 1, 2, 3
+EXIT_TIMEOUT, EXIT_MEMORY, EXIT_INTERRUPTED = 4, 5, 130
 
 log = logging.getLogger("taskbox.cli")
 
@@ -87,7 +99,21 @@ def _parser() -> argparse.ArgumentParser:
                      help="run once for all items (default) or once for each item")
     run.add_argument("--continue-on-fail", action="store_true",
                      help="return failures as {\"error\": ...} items, as n8n's On Error setting")
+    run.add_argument("--time", action="store_true",
+                     help="print how long the task took (accept -> done) on stderr")
     _policy_flags(run)
+
+    serve = sub.add_parser("serve", help="HTTP API: POST /run runs a snippet (bearer token)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="listen address (default loopback; the token is always required)")
+    serve.add_argument("--port", type=int, default=5690, help="listen port (default 5690)")
+    serve.add_argument("--max-concurrency", type=int, metavar="N",
+                       help="N8N_RUNNERS_MAX_CONCURRENCY: tasks run at once (the runner's slots)")
+    serve.add_argument("--queue", type=int, metavar="N",
+                       help="requests that may wait for a slot before 503 (default 4 x slots)")
+    serve.add_argument("--max-request-bytes", type=int, default=16 * 1024 * 1024, metavar="B",
+                       help="largest request body (default 16 MiB; larger: 413)")
+    _policy_flags(serve)
 
     broker = sub.add_parser("broker", help="run the embedded n8n-compatible broker")
     broker.add_argument("--host", default="127.0.0.1")
@@ -106,13 +132,24 @@ def _environ(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def _load_config(env: dict[str, str]) -> Config | None:
+def _flag_name(problem: str, args: argparse.Namespace) -> str:
+    """Name the flag, not the variable, when the bad value came from a flag."""
+    for dest, var in _FLAG_ENV.items():
+        if getattr(args, dest, None) is not None and problem.startswith(f"{var}:"):
+            return f"--{dest.replace('_', '-')}{problem[len(var):]}"
+    return problem
+
+
+def _load_config(env: dict[str, str], args: argparse.Namespace) -> Config | None:
     try:
         return Config.from_env(env)
     except ConfigError as exc:
-        setup_logging(logging.INFO)
+        # The format may be the bad value: only an exact "json" asks for JSON.
+        fmt = "json" if env.get("TASKBOX_LOG_FORMAT", "").strip() == "json" else "text"
+        setup_logging(logging.INFO, fmt)
         for problem in exc.problems:
-            log.error("invalid configuration: %s", problem)
+            log.error("invalid configuration: %s", _flag_name(problem, args),
+                      extra={"event": "config_invalid"})
         return None
 
 
@@ -125,19 +162,12 @@ def _scrub_secrets() -> None:
 
 def _connect(args: argparse.Namespace) -> int:
     env = _environ(args)
-    config = _load_config(env)
+    config = _load_config(env, args)
     if config is None:
-        return 2
+        return EXIT_BAD_INPUT
     _scrub_secrets()
     if getattr(args, "check", False):
-        import urllib.request
-
-        url = f"http://{config.health.host}:{config.health.port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return 0 if response.status == 200 else 1
-        except OSError:
-            return 1
+        return _check(config)
     setup_logging(config.log_level, config.log_format)
     if not config.grant_token and not config.auth_token:
         log.error("invalid configuration: N8N_RUNNERS_GRANT_TOKEN is required "
@@ -148,25 +178,95 @@ def _connect(args: argparse.Namespace) -> int:
     return asyncio.run(Runner(config).run())
 
 
+def _check(config: Config) -> int:
+    """``connect --check``: 0 if the runner's health server answers 200, else why not."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{config.health.host}:{config.health.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            if response.status == 200:
+                return EXIT_OK
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        reason = str(exc.reason)
+    except OSError as exc:  # e.g. a timeout while reading
+        reason = str(exc) or type(exc).__name__
+    hint = ("" if config.health.enabled else "; N8N_RUNNERS_HEALTH_CHECK_SERVER_ENABLED is "
+            "not true here, is it enabled in the runner?")
+    print(f"taskbox connect --check: {url} is not healthy: {reason}{hint}", file=sys.stderr)
+    return EXIT_TASK_ERROR
+
+
+def _read_code(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    with open(source, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def _read_json_items(source: str | None) -> list[Any]:
+    """``--items``: what n8n could hand a node, or BadInput naming the file and why."""
     if source is None:
         return [{"json": {}}]
-    if source == "-":
-        raw = sys.stdin.buffer.read()
-    else:
-        with open(source, "rb") as handle:
-            raw = handle.read()
-    data = orjson.loads(raw)
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise ValueError("--items must hold a JSON list of items")
-    return [it if isinstance(it, dict) and "json" in it else {"json": it} for it in data]
+    name = "stdin" if source == "-" else source
+    try:
+        if source == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(source, "rb") as handle:
+                raw = handle.read()
+    except OSError as exc:
+        raise BadInput(f"--items {name}: {exc.strerror or exc}") from exc
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"--items {name}: not valid JSON: {exc}") from exc
+    try:
+        return check_input(data)
+    except ItemsRejected as exc:
+        raise BadInput(f"--items {name}: n8n would refuse these items: {exc} "
+                       f"({exc.error['description']})") from exc
 
 
-def _unquote(param: str) -> str:
-    """n8n's print format wraps strings in quotes for its console; a terminal wants text."""
-    return param[1:-1] if len(param) >= 2 and param[0] == param[-1] == "'" else param
+class BadInput(Exception):
+    """A file or flag ``taskbox run`` cannot use; the message names it."""
+
+
+def _print_line(params: list[Any]) -> None:
+    from taskbox.standalone import print_line
+
+    print(print_line(params), file=sys.stderr, flush=True)
+
+
+_REFUSED_IMPORT = re.compile(r"Import of (standard library module|external (?:package|module)) "
+                             r"'([\w.]+)' is disallowed")
+
+
+def _hints(error: dict[str, Any]) -> list[str]:
+    """What a stand-alone user can do about an error (n8n's texts name only variables)."""
+    hints = []
+    text = f"{error.get('message', '')}\n{error.get('description', '')}"
+    for kind, module in _REFUSED_IMPORT.findall(text):
+        flag = "--stdlib-allow" if kind.startswith("standard") else "--external-allow"
+        hints.append(f"hint: allow it with {flag} {module.partition('.')[0]} "
+                     "(a comma list, or *)")
+    return list(dict.fromkeys(hints))
+
+
+def _report_failure(outcome: Outcome) -> int:
+    error = outcome.error or {}
+    message = str(error.get("message", "Unknown error"))
+    print(f"Error: {message}", file=sys.stderr)
+    description = error.get("description")
+    if description and description != message:
+        print(str(description), file=sys.stderr)
+    for hint in _hints(error):
+        print(hint, file=sys.stderr)
+    return {"timeout": EXIT_TIMEOUT, "memory": EXIT_MEMORY}.get(outcome.kind, EXIT_TASK_ERROR)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -174,42 +274,110 @@ def _run(args: argparse.Namespace) -> int:
     for name in SECRET_VARS:  # the embedded broker mints its own
         env.pop(name, None)
     env.setdefault("N8N_RUNNERS_LAUNCHER_LOG_LEVEL", "warning")
-    config = _load_config(env)
+    config = _load_config(env, args)
     if config is None:
-        return 2
+        return EXIT_BAD_INPUT
     setup_logging(config.log_level, config.log_format)
     try:
-        if args.file == "-":
-            code = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as handle:
-                code = handle.read()
+        if args.file == "-" and args.items == "-":
+            raise BadInput("the code and --items cannot both come from stdin")
+        try:
+            code = _read_code(args.file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{args.file}: {getattr(exc, 'strerror', None) or exc}") from exc
         items = _read_json_items(args.items)
-    except (OSError, ValueError, orjson.JSONDecodeError) as exc:
+    except BadInput as exc:
         print(f"taskbox run: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     settings = {
         "code": code,
         "nodeMode": "runOnceForEachItem" if args.mode == "each" else "runOnceForAllItems",
         "continueOnFail": bool(args.continue_on_fail),
         "items": items,
         "workflowMode": "manual",
-        "nodeName": os.path.basename(args.file),
+        "nodeName": "stdin" if args.file == "-" else os.path.basename(args.file),
         "workflowName": "taskbox run",
     }
     from taskbox.standalone import run_snippet
 
-    outcome = asyncio.run(run_snippet(config, settings))
-    for params in outcome.prints:
-        print(" ".join(_unquote(p) for p in params), file=sys.stderr)
-    if outcome.status == "done":
-        sys.stdout.write(orjson.dumps(outcome.result, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    error = outcome.error or {}
-    print(f"Error: {error.get('message', 'Unknown error')}", file=sys.stderr)
-    if error.get("description") and error.get("description") != error.get("message"):
-        print(str(error["description"]), file=sys.stderr)
-    return 1
+    try:
+        outcome = asyncio.run(run_snippet(config, settings, on_print=_print_line))
+    except KeyboardInterrupt:
+        print("taskbox run: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RuntimeError as exc:  # the runner could not start (logged already)
+        print(f"taskbox run: {exc}", file=sys.stderr)
+        return EXIT_TASK_ERROR
+    if args.time and outcome.accept_to_done is not None:
+        print(f"time: accept -> done {outcome.accept_to_done * 1000:.1f} ms "
+              f"(submit -> accept {(outcome.submit_to_accept or 0) * 1000:.1f} ms)",
+              file=sys.stderr)
+    if outcome.warning is not None:
+        print(f"warning: n8n would ignore this failure (continue on fail) and pass the input "
+              f"items on: {outcome.warning['message']}", file=sys.stderr)
+    if not outcome.ok:
+        return _report_failure(outcome)
+    sys.stdout.write(orjson.dumps(outcome.items, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return EXIT_OK
+
+
+def _api_token() -> str | None:
+    """TASKBOX_API_TOKEN (or its _FILE); removed from the environment once read."""
+    token = os.environ.pop("TASKBOX_API_TOKEN", None)
+    path = os.environ.pop("TASKBOX_API_TOKEN_FILE", None)
+    if token is None and path:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    return token or None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    env = _environ(args)
+    for name in SECRET_VARS:  # the embedded broker mints its own
+        env.pop(name, None)
+    config = _load_config(env, args)
+    if config is None:
+        return EXIT_BAD_INPUT
+    setup_logging(config.log_level, config.log_format)
+    for internal in ("taskbox.broker", "taskbox.protocol"):  # the in-process broker's chatter
+        logging.getLogger(internal).setLevel(max(config.log_level, logging.WARNING))
+    try:
+        token = _api_token()
+    except OSError as exc:
+        log.error("invalid configuration: TASKBOX_API_TOKEN_FILE: cannot read: %s",
+                  exc.strerror, extra={"event": "config_invalid"})
+        return EXIT_BAD_INPUT
+    if token is None:
+        token = secrets.token_urlsafe(24)
+        # Printed once on stdout for the operator; never logged.
+        print(f"TASKBOX_API_TOKEN={token}", flush=True)
+    _scrub_secrets()
+    from taskbox.api import ApiServer
+    from taskbox.standalone import LocalRunner
+
+    async def serve() -> None:
+        local = LocalRunner(config, config.max_concurrency)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await local.start()
+        api = ApiServer(local, token, args.host, args.port, max_body=args.max_request_bytes,
+                        queue=args.queue)
+        try:
+            await api.start()
+            await stop.wait()
+        finally:
+            await api.aclose()
+            await local.aclose()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve on %s:%d: %s", args.host, args.port, exc,
+                  extra={"event": "api_failed"})
+        return EXIT_TASK_ERROR
+    return EXIT_OK
 
 
 def _broker(args: argparse.Namespace) -> int:
@@ -231,11 +399,14 @@ def _broker(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``taskbox`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("connect", "run", "broker", "-h", "--help", "--version"):
+    if not argv or argv[0] not in ("connect", "run", "serve", "broker", "-h", "--help",
+                                   "--version"):
         argv.insert(0, "connect")
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "broker":
         return _broker(args)
     return _connect(args)

@@ -193,7 +193,9 @@ class _Reader:
             return default
         if (positive and number <= 0) or (minimum is not None and number < minimum) or (
                 maximum is not None and number > maximum):
-            bounds = "> 0" if positive else f"between {minimum} and {maximum}"
+            bounds = ("> 0" if positive else f"at least {minimum:g}" if maximum is None
+                      else f"at most {maximum:g}" if minimum is None
+                      else f"between {minimum:g} and {maximum:g}")
             self.problems.append(f"{name}: must be {bounds}, got {value!r}")
             return default
         return number

@@ -126,6 +126,7 @@ class _Pending:
     task_id: str = ""
     runner_id: str | None = None
     accepted_at: float | None = None
+    on_print: Callable[[list[Any]], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +406,7 @@ class EmbeddedBroker:
         *,
         task_type: str = "python",
         timeout: float | None = None,
+        on_print: Callable[[list[Any]], None] | None = None,
     ) -> TaskOutcome:
         """Ask for a task and wait for its outcome (safe to call concurrently).
 
@@ -412,6 +414,8 @@ class EmbeddedBroker:
             settings: sent unchanged as ``broker:tasksettings.settings``.
             task_type: matched exactly against offers' ``taskType``.
             timeout: this task's execution timeout (s); default ``task_timeout``.
+            on_print: called with each ``logNodeOutput``'s params as it arrives (they
+                are in the outcome's ``prints`` too).
 
         Returns:
             The outcome; errors (including broker timeouts) are outcomes, not exceptions.
@@ -424,7 +428,7 @@ class EmbeddedBroker:
         self._request_seq += 1
         request_id = f"req-{self._request_seq}"
         now = self._clock()
-        pending = _Pending(asyncio.get_running_loop().create_future(), now)
+        pending = _Pending(asyncio.get_running_loop().create_future(), now, on_print=on_print)
         self._pending[request_id] = pending
         try:
             self._core.submit(request_id, task_type, settings, now, task_timeout=timeout)
@@ -816,6 +820,8 @@ class EmbeddedBroker:
             pending.accepted_at = self._clock()
         elif isinstance(event, NodeOutput):
             pending.prints.append(list(event.params))
+            if pending.on_print is not None:
+                pending.on_print(pending.prints[-1])
         elif isinstance(event, RequestFinished) and not pending.future.done():
             data = event.data
             pending.future.set_result(TaskOutcome(

@@ -19,9 +19,18 @@ memory                 worker: RLIMIT_AS/DATA (``confine.py``); any MemoryError
 CPU                    worker: RLIMIT_CPU (soft == hard); here: naming SIGXCPU
                        or a SIGKILL after the CPU budget was used
 signals                here: the zygote reports the wait status; we name it
-result size            worker: checks before sending; here: the frame cap
-print output           worker stops sending; here: the byte cap and marker
+result size            worker: checks before sending; here: the frame caps
+                       (:class:`_FrameBudget`), checked before a frame is parsed
+print output           worker stops sending; here: the byte cap and marker, and a
+                       worker that goes on printing past it is killed
+the event loop         here: the read loop yields after every batch, so a flood
+                       cannot starve other tasks, deadlines or heartbeats
 =====================  ====================================================
+
+After every outcome, whatever the worker sent, its whole process group is
+SIGKILLed and the slot is released only once the zygote has reported it reaped:
+a frame never means the process is done (a task can forge its own result on its
+channel and go on running).
 
 Every whole-task failure goes through :func:`taskbox.executor.task.failure`, so
 continueOnFail turns it into error items (protocol.md §9.4).
@@ -55,6 +64,17 @@ _RSS_INTERVAL: Final = 0.025
 _EXIT_GRACE: Final = 2.0  # how long to wait for a dead worker's wait status
 _EOF_GRACE: Final = 0.25  # ... before killing a worker that closed its channel
 _FRAME_SLACK: Final = 65_536  # frame overhead allowed above max_payload
+_REAP_PATIENCE: Final = 10.0  # after a second SIGKILL, before giving the slot up anyway
+#: orjson writes a control character as ``\\u00XX``: a print of ``cap`` characters can
+#: take six times as many bytes on the wire.
+_JSON_ESCAPE_GROWTH: Final = 6
+#: Bytes of runner memory one parsed JSON value may take, at most, per element
+#: (an empty list or dict and its pointer; see :func:`_parse_cost`).
+_BYTES_PER_ELEMENT: Final = 64
+#: Frames at most this long are parsed without counting their elements first.
+_CHEAP_FRAME: Final = 1 << 20
+#: Frames handled before the read loop lets other tasks run.
+_FRAMES_PER_TURN: Final = 256
 _RESTART_DELAYS: Final = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
 #: Exit status of a worker whose ``Confinement.apply`` failed (zygote.py).
 _CONFINE_FAILED: Final = 70
@@ -92,6 +112,7 @@ class Executor:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._running: set[WorkerHandle] = set()
+        self._reaping: set[asyncio.Task[None]] = set()
 
     @property
     def zygote_pid(self) -> int | None:
@@ -198,7 +219,9 @@ class Executor:
                 await self._supervisor
             self._supervisor = None
         if self._zygote is not None:
-            await self._zygote.aclose()
+            await self._zygote.aclose()  # resolves every exit future still open
+        if self._reaping:
+            await asyncio.gather(*self._reaping, return_exceptions=True)
         self._zygote_up.clear()
 
     async def __aenter__(self) -> Executor:
@@ -225,38 +248,63 @@ class Executor:
         Raises:
             asyncio.CancelledError: after killing the worker's process group.
         """
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.limits.task_timeout
-            worker: WorkerHandle | None = None
-            try:
-                async with asyncio.timeout_at(deadline) as scope:
-                    worker = await self._take_worker()
-                    self._running.add(worker)
-                    return await self._drive(worker, spec, on_print, on_rpc)
-            except TimeoutError:
-                if not scope.expired():
-                    raise
-                if worker is not None:
-                    worker.kill()
-                    if worker.memory_killed:
-                        return self._memory_failure(spec)
-                return failure(spec, "Task execution timed out after "
-                               f"{_seconds(self.limits.task_timeout)}", kind="timeout")
-            except Exception:  # e.g. a callback raised: the worker must not outlive us
-                if worker is not None:
-                    worker.kill()
+        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.task_timeout
+        worker: WorkerHandle | None = None
+        # Enforced apart from the read loop: the worker dies at the deadline even
+        # if nothing else on the event loop gets a turn.
+        timer: asyncio.TimerHandle | None = None
+        try:
+            async with asyncio.timeout_at(deadline) as scope:
+                worker = await self._take_worker()
+                self._running.add(worker)
+                timer = loop.call_at(deadline, worker.kill)
+                return await self._drive(worker, spec, on_print, on_rpc)
+        except TimeoutError:
+            if not scope.expired():
                 raise
-            except asyncio.CancelledError:
-                if worker is not None:
-                    worker.kill()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.shield(self._await_exit(worker))
-                raise
-            finally:
-                if worker is not None:
-                    self._running.discard(worker)
-                    worker.close()
+            if worker is not None:
+                worker.kill()
+                if worker.memory_killed:
+                    return self._memory_failure(spec)
+            return failure(spec, "Task execution timed out after "
+                           f"{_seconds(self.limits.task_timeout)}", kind="timeout")
+        except asyncio.CancelledError:
+            if worker is not None:
+                worker.kill()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._await_exit(worker))
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if worker is None:
+                self._slots.release()
+            else:
+                self._running.discard(worker)
+                # Whatever the outcome: kill the whole process group (threads,
+                # atexit and __del__ die with it) and free the slot once reaped.
+                worker.kill()
+                worker.close()
+                self._reaping.add(loop.create_task(self._release_when_reaped(worker)))
+
+    async def _release_when_reaped(self, worker: WorkerHandle) -> None:
+        """Give the slot back once the zygote reports the worker reaped."""
+        try:
+            ended = await self._await_exit(worker)
+            if ended is None:
+                worker.kill()
+                ended = await self._await_exit(worker, _REAP_PATIENCE)
+            if ended is None:
+                self.logger.error("sandbox worker %s was not reaped %.0f s after SIGKILL; "
+                                  "releasing its slot anyway", worker.pid,
+                                  _EXIT_GRACE + _REAP_PATIENCE)
+        finally:
+            self._slots.release()
+            task = asyncio.current_task()
+            if task is not None:
+                self._reaping.discard(task)
 
     async def _take_worker(self) -> WorkerHandle:
         while True:
@@ -304,11 +352,8 @@ class Executor:
                 await loop.sock_sendall(sock, items)
         except OSError:
             pass  # the worker died before reading; its exit status tells why
-        # One print may be as large as the print cap, which can exceed max_payload (a
-        # small N8N_RUNNERS_MAX_PAYLOAD): such a print is no reason to fail the task; the
-        # connection trims the runner:rpc that would carry it (runner/connection.py).
-        decoder = framing.FrameDecoder(
-            max(self.limits.max_payload, self.limits.print_cap_bytes) + _FRAME_SLACK)
+        budget = _FrameBudget(self.limits)
+        decoder = framing.FrameDecoder(budget.max_frame)
         call: _RpcFrames | None = None  # an rpc frame still waiting for its buffers
         try:
             while True:
@@ -322,18 +367,30 @@ class Executor:
                     frames = decoder.feed(data)
                 except framing.FrameTooLarge as exc:
                     worker.kill()
-                    return self._payload_failure(spec, exc.size)
-                for frame in frames:
+                    return budget.too_large(spec, exc.size)
+                refused = budget.check_partial(decoder)
+                for count, frame in enumerate(frames, 1):
+                    if count % _FRAMES_PER_TURN == 0:
+                        await asyncio.sleep(0)  # a batch of tiny frames is long too
                     if call is not None:
                         if call.add(frame):
                             await self._answer_rpc(worker, call, on_rpc)
                             call = None
                         continue
+                    refused = refused or budget.refuse(frame, prints)
+                    if refused is not None:
+                        break
                     outcome = await self._handle_frame(frame, worker, spec, prints, on_rpc)
                     if isinstance(outcome, _RpcFrames):
                         call = outcome
                     elif outcome is not None:
                         return outcome
+                if refused is not None:
+                    worker.kill()
+                    return failure(spec, refused, kind="payload")
+                # sock_recv returns at once while bytes are queued: without this a
+                # flood would keep every other task, timer and heartbeat waiting.
+                await asyncio.sleep(0)
         finally:
             watch.stop()
         # No final frame. A dead worker is reported by the zygote within a few
@@ -358,15 +415,17 @@ class Executor:
         if kind == "print":
             assert isinstance(message, dict)
             args = message.get("args")
-            if isinstance(args, list):
-                prints.add([a if isinstance(a, str) else str(a) for a in args])
+            # The worker sends strings only; anything else is dropped, never str()'d
+            # (a list of a million empty lists would grow into gigabytes of text).
+            if isinstance(args, list) and all(isinstance(a, str) for a in args):
+                prints.add(args)
             return None
         if kind == "print_cut":
             prints.cut()
             return None
         if kind == "rpc":
             assert isinstance(message, dict)
-            call = _RpcFrames(message, self.limits.max_payload)
+            call = _RpcFrames(message, _frame_limit(self.limits))
             if call.complete:
                 await self._answer_rpc(worker, call, on_rpc)
                 return None
@@ -437,11 +496,6 @@ class Executor:
         description = fields.pop("description", "")
         return failure(spec, text, description,
                        kind="payload" if kind == "payload" else "error", **fields)
-
-    def _payload_failure(self, spec: TaskSpec, size: int) -> TaskOutcome:
-        text = (f"Task result is too large: {size} bytes exceeds "
-                f"N8N_RUNNERS_MAX_PAYLOAD ({self.limits.max_payload} bytes)")
-        return failure(spec, text, kind="payload")
 
     def _death_outcome(self, spec: TaskSpec, ended: WorkerExit,
                        worker: WorkerHandle) -> TaskOutcome:
@@ -540,23 +594,113 @@ class _RpcFrames:
         return self.complete
 
 
+def _frame_limit(limits: Limits) -> int:
+    """Most bytes a result, error or helper call may take: an honest worker built it
+    within its memory limit, and the runner will not hold more for it either."""
+    return min(limits.max_payload, limits.memory_limit_mb * 1024 * 1024)
+
+
+def _parse_cost(frame: bytes) -> int:
+    """An upper estimate of the runner memory ``orjson.loads(frame)`` would take.
+
+    Each element costs at most an object of ~56 bytes and a pointer; elements are
+    counted by their separators, so a 25 MB ``[[],[],...]`` frame (8 M lists, ~0.5 GB
+    parsed) is refused before it is parsed. Brackets and commas inside strings
+    overcount, never undercount.
+    """
+    elements = frame.count(b",") + frame.count(b"[") + frame.count(b"{")
+    return len(frame) + _BYTES_PER_ELEMENT * elements
+
+
+_PRINT_PREFIX: Final = b'{"t":"print",'
+
+
+class _FrameBudget:
+    """Per-task caps on what a worker may send, checked before frames are parsed.
+
+    * a frame's announced length: print frames up to what the print cap can take
+      after JSON escaping, every other frame up to :func:`_frame_limit`;
+    * a large frame's parse cost (:func:`_parse_cost`) within the same budgets;
+    * print frames after the print cap was reached: the worker's printer stops
+      at the cap, so a worker that keeps sending is hostile and is killed.
+    """
+
+    __slots__ = ("_limits", "_print_cost", "_result_cost", "max_frame", "max_print")
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self.max_print = _JSON_ESCAPE_GROWTH * limits.print_cap_bytes + _FRAME_SLACK
+        self._result_cost = _frame_limit(limits) + _FRAME_SLACK
+        self._print_cost = max(self.max_print, _BYTES_PER_ELEMENT * limits.print_cap_bytes)
+        self.max_frame = max(self.max_print, self._result_cost)
+
+    def too_large(self, spec: TaskSpec, size: int) -> TaskOutcome:
+        """The failure for a frame whose length alone is over every cap."""
+        return failure(spec, self._too_large_text(size), kind="payload")
+
+    def _too_large_text(self, size: int) -> str:
+        limits = self._limits
+        if limits.max_payload <= limits.memory_limit_mb * 1024 * 1024:
+            return (f"Task result is too large: {size} bytes exceeds "
+                    f"N8N_RUNNERS_MAX_PAYLOAD ({limits.max_payload} bytes)")
+        return (f"Task result is too large: {size} bytes exceeds the memory limit of "
+                f"{limits.memory_limit_mb} MiB")
+
+    def check_partial(self, decoder: framing.FrameDecoder) -> str | None:
+        """Refuse a print frame still arriving whose announced length is over its cap."""
+        if decoder.pending > self.max_print and decoder.buffered >= len(_PRINT_PREFIX) \
+                and decoder.peek(len(_PRINT_PREFIX)) == _PRINT_PREFIX:
+            return self._too_large_text(decoder.pending)
+        return None
+
+    def refuse(self, frame: bytes, prints: _PrintCap) -> str | None:
+        """Why this complete frame must not be parsed (``None``: go ahead)."""
+        is_print = frame.startswith(_PRINT_PREFIX)
+        if is_print:
+            if prints.flooding(len(frame)):
+                return ("The task kept printing after its print output limit of "
+                        f"{self._limits.print_cap_bytes} bytes was reached; it was stopped")
+            if len(frame) > self.max_print:
+                return self._too_large_text(len(frame))
+        if len(frame) <= _CHEAP_FRAME:
+            return None
+        cost = _parse_cost(frame)
+        if cost > (self._print_cost if is_print else self._result_cost):
+            return (f"Task result is too large: parsing its {len(frame)} bytes would take "
+                    f"more than the memory limit of {self._limits.memory_limit_mb} MiB")
+        return None
+
+
 class _PrintCap:
     """Forwards prints until ``cap`` bytes, then one marker, then nothing."""
 
-    __slots__ = ("_cap", "_cut", "_sink", "_used")
+    __slots__ = ("_after_cut", "_cap", "_cut", "_sink", "_used")
+
+    #: Print bytes tolerated after the cut (the worker's and our count may differ
+    #: by one call) before the worker counts as flooding.
+    _FLOOD_SLACK: Final = 65_536
 
     def __init__(self, sink: PrintSink, cap: int) -> None:
         self._sink = sink
         self._cap = cap
         self._used = 0
         self._cut = False
+        self._after_cut = 0
+
+    def flooding(self, frame_size: int) -> bool:
+        """Count one print frame; True once a worker prints far past the cut."""
+        if self._cut:
+            self._after_cut += max(frame_size, 1)
+        return self._after_cut > self._FLOOD_SLACK
 
     def add(self, args: list[str]) -> None:
         if self._cut:
             return
-        size = sum(len(a) for a in args)
+        # Every call costs at least one byte, as in the worker (execute._Printer), so
+        # a flood of empty print() calls ends at the cap like any other.
+        size = max(sum(len(a) for a in args), 1)
         if self._used + size > self._cap:
-            size = sum(len(a.encode("utf-8", "surrogatepass")) for a in args)
+            size = max(sum(len(a.encode("utf-8", "surrogatepass")) for a in args), 1)
         if self._used + size > self._cap:
             self.cut()
             return
