@@ -125,6 +125,7 @@ class Zygote:
         self.full = max(1, max_concurrency) + 1
         self.target = self.full
         self.confinement = confinement
+        self.prepared: execute.Prepared | None = None  # built in main(), shared by forks
         self.ready: set[int] = set()  # forked, not yet taken
         self.busy: set[int] = set()  # taken by the runner, not yet reaped
         self.live: set[int] = set()  # every unreaped worker
@@ -172,7 +173,7 @@ class Zygote:
             self.confinement.apply([channel.fileno()])
         except BaseException:
             os._exit(CONFINE_FAILED)
-        execute.worker_main(channel, self.limits)
+        execute.worker_main(channel, self.limits, self.prepared)
 
     def top_up(self) -> None:
         now = time.monotonic()
@@ -305,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     zygote = Zygote(control, limits, max_concurrency, confinement)
     zygote.resize(init.get("pool"))
     execute.warm_up_shared()
+    # Last, after every import the zygote itself makes: it installs the import guards.
+    zygote.prepared = execute.Prepared(limits)
     # Everything allocated so far is shared with every worker; keep the
     # workers' garbage collector from touching (and so copying) those pages.
     gc.collect()

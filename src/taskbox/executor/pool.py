@@ -10,12 +10,12 @@ zygote's ``exit`` reports. Nothing here unpickles anything: all frames are JSON
 (``taskbox_sandbox.framing``).
 
 Pool sizing (the zygote keeps ``ready + running`` at the size it was last sent):
-it starts at ``IDLE_WORKERS`` (a one-at-a-time load never needs more: one runs,
-one waits), grows to ``max_concurrency + 1`` as soon as a take would leave no
-spare, and shrinks back after ``IDLE_SHRINK_S`` with nothing running. Each
-ready worker costs ~3.4 MiB of PSS, so an idle runner at concurrency 8 holds
-2 instead of 9; a ready worker is always there, so the first task after a
-pause is as fast as any other.
+it starts at ``IDLE_WORKERS``; each take grows it to one spare beside every
+running task (at most ``max_concurrency + 1``), so the next task never waits for
+a fork; after ``IDLE_SHRINK_S`` with nothing running it shrinks back and the
+surplus ready workers are retired. Each ready worker costs ~2.5 MiB of PSS, so
+an idle runner at concurrency 8 holds one instead of nine; that one is always
+ready, so the first task after a pause is as fast as any other.
 
 Death of the zygote is noticed by the control socket closing (and a pidfd when
 the kernel has one); every waiter and every worker exit future then fails or
@@ -51,7 +51,7 @@ __all__ = ["IDLE_SHRINK_S", "IDLE_WORKERS", "READY_TIMEOUT", "WorkerExit", "Work
 #: The zygote must answer ``ready`` within this many seconds.
 READY_TIMEOUT: Final = 10.0
 #: Workers (ready + running) kept while idle, and at start.
-IDLE_WORKERS: Final = 2
+IDLE_WORKERS: Final = 1
 #: Seconds with no task running before the pool shrinks to ``IDLE_WORKERS``.
 IDLE_SHRINK_S: Final = 1.0
 ZYGOTE_ENV: Final = {"LANG": "C.UTF-8"}
@@ -389,8 +389,10 @@ class ZygoteHandle:
         if self._shrink is not None:
             self._shrink.cancel()
             self._shrink = None
-        if self.size < self.full_size and self.running + 2 > self.size:
-            self._resize(self.full_size)  # concurrent demand: grow before it waits
+        # Keep one spare beside every running task, this one included: grow before
+        # the next task has to wait for a fork.
+        waiting = sum(1 for waiter in self._waiters if not waiter.done())
+        self._resize(max(self.size, min(self.full_size, self.running + waiting + 2)))
         if self._ready:
             worker = self._ready.popleft()
         else:
