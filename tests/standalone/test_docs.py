@@ -71,3 +71,12 @@ def test_commands_table_lists_every_command_and_flag() -> None:
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert flag in section, f"taskbox {name} {flag} is not documented"
+
+
+def test_license_file_matches_pyproject() -> None:
+    root = Path(__file__).resolve().parents[2]
+    declared = re.search(r'^license = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M)
+    assert declared is not None and declared.group(1) == "Apache-2.0"
+    text = (root / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text

@@ -105,6 +105,7 @@ class Executor:
         self.max_concurrency = max_concurrency
         self.logger = logger or logging.getLogger("taskbox.executor")
         self.layers: dict[str, bool] = {}
+        self.restarts = 0  # zygotes replaced after dying (taskbox_zygote_restarts_total)
         self._zygote: ZygoteHandle | None = None
         self._starting: ZygoteHandle | None = None
         self._zygote_up = asyncio.Event()
@@ -203,6 +204,7 @@ class Executor:
                     continue
                 self.layers = layers
                 self._install(replacement)
+                self.restarts += 1  # taskbox_zygote_restarts_total
                 self.logger.warning("sandbox zygote restarted: pid %s", replacement.pid)
                 break
 

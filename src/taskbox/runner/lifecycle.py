@@ -48,6 +48,7 @@ from taskbox.runner.dispatch import SettingsError, build_spec, precheck
 from taskbox.runner.health import HealthServer
 from taskbox.runner.helpers import check_params, frames, parse_frame, refusal
 from taskbox.runner.metrics import Metrics
+from taskbox.runner.reaper import install_reaper
 from taskbox.runner.reconnect import RateLimited, backoff, mint_grant_token
 
 __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_OK", "Runner"]
@@ -83,7 +84,9 @@ class Runner:
         # Gauges read at scrape time: the pool and the layers change after a zygote restart.
         self.metrics = Metrics(
             ready_workers=lambda: self.executor.ready_workers if self.executor else 0,
-            layers=lambda: self.executor.layers if self.executor else {})
+            layers=lambda: self.executor.layers if self.executor else {},
+            slots=config.max_concurrency, busy_slots=lambda: len(self._tasks),
+            zygote_restarts=lambda: getattr(self.executor, "restarts", 0))
         self.conn: Connection | None = None
         self.health: HealthServer | None = None
         self._runs: dict[str, asyncio.Task[Any]] = {}  # task id -> executor.run()
@@ -104,10 +107,11 @@ class Runner:
         """Serve until stopped; returns the process exit code."""
         loop = asyncio.get_running_loop()
         installed = self._install_signals(loop) if self.handle_signals else []
+        unreap = install_reaper(loop) if self.handle_signals else None
         try:
             if self.config.health.enabled:
                 self.health = HealthServer(self.config.health.host, self.config.health.port,
-                                           {"/metrics": self.metrics.render})
+                                           {"/metrics": self.metrics.render}, self.ready)
                 await self.health.start()
             self._executor_ready = asyncio.create_task(self._start_executor())
             self._executor_ready.add_done_callback(self._executor_started)
@@ -116,6 +120,8 @@ class Runner:
             await self._cleanup()
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            if unreap is not None:
+                unreap()
 
     async def sandbox(self) -> ExecutorLike:
         """The executor once it has started (it starts after registration).
@@ -128,6 +134,10 @@ class Runner:
         await asyncio.shield(self._executor_ready)
         assert self.executor is not None
         return self.executor
+
+    def ready(self) -> bool:
+        """Readiness: registered with the broker and neither stopping nor draining."""
+        return self.metrics.broker_connected and not (self._stopping or self._draining)
 
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: stop now."""
@@ -245,6 +255,7 @@ class Runner:
             offers.cancel()
             stopper.cancel()
             conn.broken = True
+            self.metrics.broker_connected = False
             lost = proto.connection_lost()
             for task_id in lost:  # the broker has already failed them
                 run = self._runs.get(task_id)
@@ -305,6 +316,7 @@ class Runner:
                 log.info("registered with the broker as %s (runner id %s)", RUNNER_NAME,
                          self.runner_id)
                 self._registered.set()
+                self.metrics.broker_connected = True
                 self._reset_idle()
             elif isinstance(event, DrainRequested):
                 log.info("broker:drain received: finishing running tasks, then closing")

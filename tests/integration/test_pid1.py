@@ -1,0 +1,85 @@
+"""taskbox as a container's first process: no ``<defunct>`` children pile up.
+
+Run in a new PID namespace (``unshare -pf --mount-proc``), where ``taskbox connect`` is
+PID 1, as in ``docker run`` without ``--init``. Killing the zygote orphans its workers
+to PID 1; they must be reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from taskbox.broker import EmbeddedBroker
+from tests.integration.conftest import runner_env, settings
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("unshare") is None or os.geteuid() != 0,
+    reason="needs unshare(1) and root for a PID namespace")
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(x) for x in (task / "children").read_text().split()]
+    return found
+
+
+def state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return "gone"
+    return stat.rpartition(")")[2].split()[0]
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for child in children(pid):
+        out.append(child)
+        if state(child) != "Z":
+            out += descendants(child)
+    return out
+
+
+async def test_pid1_reaps_orphaned_workers(broker: EmbeddedBroker) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("N8N_")}
+    env.update(runner_env(broker, N8N_RUNNERS_MAX_CONCURRENCY="3"))
+    proc = subprocess.Popen(["unshare", "-pf", "--mount-proc", sys.executable, "-m",
+                             "taskbox", "connect"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        await broker.wait_for_runners(1, timeout=30)
+        assert (await broker.submit(settings("return [{'a': 1}]"))).status == "done"
+        [runner] = children(proc.pid)  # unshare's child: PID 1 inside
+        async with asyncio.timeout(20):
+            while len(descendants(runner)) < 5:  # the zygote and its 4 ready workers
+                await asyncio.sleep(0.05)
+        [zygote] = children(runner)
+        orphans = children(zygote)
+        assert orphans
+        os.kill(zygote, signal.SIGKILL)
+        async with asyncio.timeout(20):  # a new zygote, and no zombie left under PID 1
+            while True:
+                kids = children(runner)
+                zombies = [k for k in kids if state(k) == "Z"]
+                if not zombies and kids and zygote not in kids and len(descendants(runner)) >= 5:
+                    break
+                await asyncio.sleep(0.1)
+        assert all(state(o) == "gone" for o in orphans)
+        assert (await broker.submit(settings("return [{'after': 1}]"))).status == "done"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
