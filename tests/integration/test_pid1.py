@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from taskbox.broker import EmbeddedBroker
+from taskbox.executor.pool import IDLE_WORKERS
 from tests.integration.conftest import runner_env, settings
 
 pytestmark = pytest.mark.skipif(
@@ -60,7 +61,7 @@ async def test_pid1_reaps_orphaned_workers(broker: EmbeddedBroker) -> None:
         assert (await broker.submit(settings("return [{'a': 1}]"))).status == "done"
         [runner] = children(proc.pid)  # unshare's child: PID 1 inside
         async with asyncio.timeout(20):
-            while len(descendants(runner)) < 5:  # the zygote and its 4 ready workers
+            while len(descendants(runner)) < 1 + IDLE_WORKERS:  # the zygote, its idle pool
                 await asyncio.sleep(0.05)
         [zygote] = children(runner)
         orphans = children(zygote)
@@ -70,7 +71,7 @@ async def test_pid1_reaps_orphaned_workers(broker: EmbeddedBroker) -> None:
             while True:
                 kids = children(runner)
                 zombies = [k for k in kids if state(k) == "Z"]
-                if not zombies and kids and zygote not in kids and len(descendants(runner)) >= 5:
+                if not zombies and kids and zygote not in kids and len(descendants(runner)) >= 1 + IDLE_WORKERS:
                     break
                 await asyncio.sleep(0.1)
         assert all(state(o) == "gone" for o in orphans)
