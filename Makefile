@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit style types lint bench security e2e load faults all clean
+.PHONY: install run test unit style types lint bench security e2e e2e-parity e2e-queue load faults all clean
 
 install: $(STAMP)
 
@@ -51,9 +51,25 @@ faults: install
 E2E_CASES_DIR ?= ../shared/n8n-e2e/cases:e2e/cases:e2e/helper_cases
 E2E_TASK_TIMEOUT ?= 8
 
+# Second pass: a runner with env access allowed and decimal/uuid/os allowed
+# (e2e/parity_cases; the variables are make_cases.PARITY_ENV's).
+E2E_PARITY_ENV = N8N_BLOCK_RUNNER_ENV_ACCESS=false \
+	N8N_RUNNERS_STDLIB_ALLOW=json,math,datetime,decimal,uuid,os TB_E2E_VISIBLE=hello-from-the-runner
+
 e2e: install
 	../shared/n8n-e2e/install.sh
 	N8N_E2E_CASES_DIR='$(E2E_CASES_DIR)' ../shared/n8n-e2e/run.sh $(BIN)/taskbox connect --task-timeout $(E2E_TASK_TIMEOUT)
+	$(MAKE) --no-print-directory e2e-parity
+
+e2e-parity: install
+	$(E2E_PARITY_ENV) N8N_E2E_CASES_DIR=e2e/parity_cases ../shared/n8n-e2e/run.sh $(BIN)/taskbox connect --task-timeout $(E2E_TASK_TIMEOUT)
+
+# n8n's queue mode (e2e/queue/README.md): real redis-server + PostgreSQL (apt-get when
+# missing), n8n main + 2 workers, a taskbox beside each worker; load, then faults under
+# load. ~3 min; not part of `make test`. Knobs: TB_QUEUE_REQUESTS, TB_QUEUE_CONCURRENCY.
+e2e-queue: install
+	../shared/n8n-e2e/install.sh
+	$(BIN)/python -m e2e.queue.run
 
 all: test bench security
 

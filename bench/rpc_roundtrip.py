@@ -129,8 +129,9 @@ def _unsliced() -> None:
     """
     from taskbox.protocol import buffers
     from taskbox.protocol.messages import RpcResponse
+    from taskbox.protocol.runner import RunnerProtocol
     from taskbox.protocol.serde import parse_broker
-    from taskbox.runner import connection, lifecycle
+    from taskbox.runner import connection, rpc_router
 
     def parse(raw: bytes) -> Any:
         msg = parse_broker(raw)
@@ -150,18 +151,18 @@ def _unsliced() -> None:
             return {k: as_lists(v) for k, v in value.items()}
         return value
 
-    original = lifecycle.Runner._rpc
+    original = RunnerProtocol.send_rpc
     converted: dict[int, Any] = {}
 
     async def check_params(params: list[Any], max_payload: int) -> None:
         converted[id(params)] = await asyncio.to_thread(as_lists, params)
 
-    def rpc(self: Any, conn: Any, task_id: str, name: str, params: list[Any]) -> Any:
-        return original(self, conn, task_id, name, converted.pop(id(params), params))
+    def send_rpc(self: Any, task_id: str, name: str, params: list[Any]) -> str:
+        return original(self, task_id, name, converted.pop(id(params), params))
 
-    setattr(lifecycle, "parse_frame", parse_frame)  # noqa: B010 - a comparison shim
-    setattr(lifecycle, "check_params", check_params)  # noqa: B010
-    setattr(lifecycle.Runner, "_rpc", rpc)  # noqa: B010
+    setattr(connection, "parse_frame", parse_frame)  # noqa: B010 - a comparison shim
+    setattr(rpc_router, "check_params", check_params)  # noqa: B010
+    setattr(RunnerProtocol, "send_rpc", send_rpc)  # noqa: B010
     setattr(connection, "STREAM_THRESHOLD", 1 << 40)  # noqa: B010
 
 

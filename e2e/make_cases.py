@@ -245,7 +245,8 @@ CASES: list[Case] = [
         name="70_import_allowed_forms",
         tier="extension",
         doc="Every import form of allow-listed modules works (`import x as y`, `from x import "
-            "a, b`), and returned dates become ISO 8601 strings (n8n's runner sends str()).",
+            "a, b`), and returned dates become their str() as n8n's runner sends them "
+            "(`2024-03-01 12:30:00+00:00`, a space, not ISO's `T`).",
         mode=ALL,
         code=(
             "import math as m\n"
@@ -258,7 +259,7 @@ CASES: list[Case] = [
         ),
         body=items({"x": 1}),
         expect={"status": 200, "json": [{
-            "hyp": 5.0, "rt": {"a": [1, 2]}, "when": "2024-03-01T12:30:00+00:00",
+            "hyp": 5.0, "rt": {"a": [1, 2]}, "when": "2024-03-01 12:30:00+00:00",
             "day": "2024-03-01", "iso": "2024-03-01T12:30:00+00:00"}]},
     ),
     # ------------------------------------------------------------------ payloads
@@ -550,10 +551,94 @@ CASES: list[Case] = [
         body=items({"n": 3}, {"n": 4}),
         expect={"status": 200, "json": [{"sq": 9}, {"sq": 16}]},
     ),
+    # ------------------------------------------------------------------ non-JSON values
+    Case(
+        name="90_dates_as_n8n_strings_all_items",
+        doc="All items: datetimes, dates, times, timedeltas, sets and tuples, nested anywhere "
+            "in the result, come out as n8n's runner writes them (json.dumps default=str: "
+            "`2024-02-29 13:45:30`, a space), so downstream nodes parse the same strings.",
+        mode=ALL,
+        code=(
+            "import datetime as dt\n"
+            "d = dt.datetime(2024, 2, 29, 13, 45, 30)\n"
+            "return [{'when': d, 'day': d.date(), 'at': d.time(),\n"
+            "         'tz': d.replace(tzinfo=dt.timezone.utc), 'span': dt.timedelta(minutes=90),\n"
+            "         'nested': {'list': [d, {'deep': d.date()}]}, 'set': {3}, 'pair': (1, 2)}]"
+        ),
+        body=items({"x": 1}),
+        expect={"status": 200, "json": [{
+            "when": "2024-02-29 13:45:30", "day": "2024-02-29", "at": "13:45:30",
+            "tz": "2024-02-29 13:45:30+00:00", "span": "1:30:00",
+            "nested": {"list": ["2024-02-29 13:45:30", {"deep": "2024-02-29"}]},
+            "set": "{3}", "pair": [1, 2]}]},
+    ),
+    Case(
+        name="93_dates_as_n8n_strings_per_item",
+        doc="Per item: a returned datetime is the same `YYYY-MM-DD HH:MM:SS` string in every "
+            "item, paired with its input.",
+        mode=EACH,
+        code=(
+            "import datetime as dt\n"
+            "i = _item['json']['i']\n"
+            "return {'i': i, 'when': dt.datetime(2024, 1, i + 1, 8, 0), "
+            "'micro': dt.datetime(2024, 1, 1, 0, 0, 0, 5)}"
+        ),
+        body=items({"i": 0}, {"i": 1}),
+        expect={"status": 200, "json": [
+            {"i": 0, "when": "2024-01-01 08:00:00", "micro": "2024-01-01 00:00:00.000005"},
+            {"i": 1, "when": "2024-01-02 08:00:00", "micro": "2024-01-01 00:00:00.000005"}]},
+    ),
 ]
 
 
 # ---------------------------------------------------------------------- workflow
+
+
+#: Run by `make e2e` in a second pass, against a runner started with the environment in
+#: ``PARITY_ENV`` (env access allowed, more stdlib modules): e2e/parity_cases.
+PARITY_DIR = Path(__file__).resolve().parent / "parity_cases"
+PARITY_ENV = {
+    "N8N_BLOCK_RUNNER_ENV_ACCESS": "false",
+    "N8N_RUNNERS_STDLIB_ALLOW": "json,math,datetime,decimal,uuid,os",
+    "TB_E2E_VISIBLE": "hello-from-the-runner",
+}
+PARITY_CASES: list[Case] = [
+    Case(
+        name="91_env_access_allowed",
+        tier="extension",
+        doc="N8N_BLOCK_RUNNER_ENV_ACCESS=false: the code reads the runner's environment "
+            "(PATH, a variable the operator set) as with n8n's runner, but none of taskbox's "
+            "secrets: no grant or auth token, no N8N_RUNNERS_*_TOKEN (n8n's runner shows them).",
+        mode=ALL,
+        code=(
+            "import os\n"
+            "return [{'visible': os.environ.get('TB_E2E_VISIBLE'), 'path': 'PATH' in os.environ,\n"
+            "         'tokens': sorted(k for k in os.environ if k.startswith('N8N_') and 'TOKEN' in k),\n"
+            "         'limit': os.environ.get('N8N_RUNNERS_MAX_CONCURRENCY')}]"
+        ),
+        body=items({"x": 1}),
+        expect={"status": 200, "json": [{"visible": "hello-from-the-runner", "path": True,
+                                         "tokens": [], "limit": "5"}]},
+    ),
+    Case(
+        name="92_decimal_uuid_as_n8n_strings",
+        doc="Decimals, UUIDs and sets in the result (nested too) are the strings n8n's runner "
+            "sends: `1.10` keeps its trailing zero, a UUID its hyphenated form.",
+        mode=EACH,
+        code=(
+            "import decimal, uuid\n"
+            "price = decimal.Decimal('1.10') * _item['json']['n']\n"
+            "return {'price': price, 'id': uuid.UUID(int=_item['json']['n']),\n"
+            "        'tags': {'a'}, 'deep': [{'total': price + decimal.Decimal('0.005')}]}"
+        ),
+        body=items({"n": 1}, {"n": 3}),
+        expect={"status": 200, "json": [
+            {"price": "1.10", "id": "00000000-0000-0000-0000-000000000001", "tags": "{'a'}",
+             "deep": [{"total": "1.105"}]},
+            {"price": "3.30", "id": "00000000-0000-0000-0000-000000000003", "tags": "{'a'}",
+             "deep": [{"total": "3.305"}]}]},
+    ),
+]
 
 
 def _node_id(case: Case, role: str) -> str:
@@ -673,18 +758,26 @@ def _dump(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def main() -> None:
-    check_cases(CASES)
-    CASES_DIR.mkdir(exist_ok=True)
-    for old in CASES_DIR.glob("[0-9][0-9]_*"):
+def write_cases(cases_dir: Path, cases: list[Case], note: str = "") -> None:
+    cases_dir.mkdir(exist_ok=True)
+    for old in cases_dir.glob("[0-9][0-9]_*"):
         shutil.rmtree(old)
-    for case in CASES:
-        folder = CASES_DIR / case.name
+    for case in cases:
+        folder = cases_dir / case.name
         folder.mkdir()
         _dump(folder / "workflow.json", workflow(case))
         _dump(folder / "expected.json", expected(case))
-    (CASES_DIR / "README.md").write_text(readme(CASES), encoding="utf-8")
-    print(f"wrote {len(CASES)} cases into {CASES_DIR}")
+    (cases_dir / "README.md").write_text(readme(cases) + note, encoding="utf-8")
+    print(f"wrote {len(cases)} cases into {cases_dir}")
+
+
+def main() -> None:
+    check_cases(CASES + PARITY_CASES)
+    write_cases(CASES_DIR, CASES)
+    env = " ".join(f"`{k}={v}`" for k, v in PARITY_ENV.items())
+    write_cases(PARITY_DIR, PARITY_CASES,
+                f"\nThese run in `make e2e`'s second pass (`make e2e-parity`), against a runner "
+                f"started with {env}.\n")
 
 
 if __name__ == "__main__":

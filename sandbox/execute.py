@@ -10,8 +10,10 @@ Semantics follow n8n-python-runner.md §5 with its bugs fixed (§9.1):
   are the user's and multi-line strings are unchanged; top-level ``return`` works;
 * per-item mode with continueOnFail turns only the failing items into error
   items; syntax errors also become error items under continueOnFail;
-* results are strict JSON: NaN/Infinity -> null, datetimes -> ISO 8601, other
-  values -> ``str(value)`` (orjson with ``default=``);
+* results are the JSON n8n's runner sends (``json.dumps(..., default=str)``):
+  every non-JSON value becomes its ``str()`` (a datetime ``2024-02-29 13:45:30``,
+  a Decimal, UUID, set, object...), tuples lists, float subclasses numbers; but
+  strictly valid: NaN/Infinity -> null (n8n's runner emits bare ``NaN``);
 * errors carry ``message`` with ``[line N]`` (``[line N, for item K]``),
   ``description``, a user-only ``stack``, ``lineNumber`` and ``itemIndex``;
 * prints stream to the runner one frame per call, so they survive failures;
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import _thread
 import ast
+import enum
 import json
 import os
 import select
@@ -68,8 +71,11 @@ _EXCEPT_HOOK: Final = "<taskbox-except>"
 _WRAPPER_NAME: Final = "<module>"
 
 _MAX_TEXT: Final = 65_536  # cap for an error message or stack, in characters
-_JSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-_MEMORY_FRAME: Final = framing.encode({"t": "error", "kind": "memory"})
+#: orjson writes dates ISO 8601 and dataclasses as objects; n8n's runner (json.dumps
+#: with default=str) writes their str(): pass them through to ``_default``.
+_JSON_OPTIONS: Final = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                        | orjson.OPT_PASSTHROUGH_DATACLASS)
+_MEMORY_FRAME: Final = framing.encode({"t": framing.FRAME_ERROR, "kind": "memory"})
 
 
 class TaskFailed(Exception):
@@ -117,7 +123,7 @@ class _Channel:
         with self._rpc_lock:
             self._rpc_id += 1
             call_id = self._rpc_id
-            head = framing.encode({"t": "rpc", "id": call_id, "name": name, "params": tagged,
+            head = framing.encode({"t": framing.FRAME_RPC, "id": call_id, "name": name, "params": tagged,
                                    "bufs": len(buffers)}, default=str)
             with self.send_lock:
                 self.sock.sendall(head)
@@ -125,7 +131,7 @@ class _Channel:
                     self.sock.sendall(len(buffer).to_bytes(framing.HEADER_SIZE, "big"))
                     self.sock.sendall(buffer)
             reply = framing.decode(self._recv_or_fail(name))
-            if not isinstance(reply, dict) or reply.get("t") != "rpc_reply" \
+            if not isinstance(reply, dict) or reply.get("t") != framing.FRAME_RPC_REPLY \
                     or reply.get("id") != call_id:
                 raise RuntimeError(f"RPC {name} failed: unexpected reply")
             count = reply.get("bufs", 0)
@@ -393,13 +399,13 @@ class _Printer:
             size = max(sum(len(p.encode("utf-8", "surrogatepass")) for p in parts), 1)
         if self._used + size > self._cap:
             self._cut = True
-            self._channel.send(framing.encode({"t": "print_cut"}))
+            self._channel.send(framing.encode({"t": framing.FRAME_PRINT_CUT}))
             return
         self._used += size
         try:
-            frame = framing.encode({"t": "print", "args": parts})
+            frame = framing.encode({"t": framing.FRAME_PRINT, "args": parts})
         except orjson.JSONEncodeError:
-            frame = framing.encode({"t": "print", "args": [_clean_str(p) for p in parts]})
+            frame = framing.encode({"t": framing.FRAME_PRINT, "args": [_clean_str(p) for p in parts]})
         self._channel.send(frame)
 
 
@@ -411,22 +417,30 @@ def _clean_str(text: str) -> str:
 
 
 def _default(value: Any) -> Any:
+    """What ``json.dumps(default=str)`` makes of a value orjson does not take as is."""
+    if isinstance(value, float):  # a float subclass (numpy.float64): json writes a number
+        return float(value)
+    if isinstance(value, tuple):  # a namedtuple: json writes a list
+        return list(value)
     return str(value)
 
 
-def encode_result(value: Any) -> bytes:
-    """Serialise a result as strict JSON.
+def encode_result(value: Any, exact: bool = False) -> bytes:
+    """Serialise a result as n8n's runner does, but as strict JSON.
 
-    NaN and Infinity become ``null`` (as JavaScript's ``JSON.stringify``), dates
-    and times ISO 8601 strings, anything else ``str(value)``. Values orjson
-    refuses (huge ints, cycles, lone surrogates, deep nesting) go through a
-    slower sanitising pass instead of failing.
+    Every value ``json.dumps(value, default=str)`` would turn into a string gets
+    the same string; NaN and Infinity become ``null`` (as JavaScript's
+    ``JSON.stringify``). Values orjson refuses (huge ints, cycles, lone
+    surrogates, deep nesting) go through a slower sanitising pass instead of
+    failing; so does everything when ``exact`` is set (the code may return plain
+    ``Enum`` members, which orjson would write as their value).
     """
-    try:
-        return orjson.dumps(value, default=_default, option=_JSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(_sanitize(value, 0, set()), default=_default,
-                            option=_JSON_OPTIONS)
+    if not exact:
+        try:
+            return orjson.dumps(value, default=_default, option=_JSON_OPTIONS)
+        except orjson.JSONEncodeError:
+            pass
+    return orjson.dumps(_sanitize(value, 0, set()), default=_default, option=_JSON_OPTIONS)
 
 
 def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
@@ -442,7 +456,9 @@ def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
         except OverflowError:
             return str(value)
     if isinstance(value, float):
-        return value
+        return float(value)
+    if isinstance(value, enum.Enum):  # json.dumps: str() unless a str/int/float mixin
+        return str(value)
     if depth > 200:
         return "[Nested too deep]"
     if isinstance(value, (dict, list, tuple)):
@@ -451,8 +467,8 @@ def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
         active.add(id(value))
         try:
             if isinstance(value, dict):
-                return {_clean_str(str(k)) if not isinstance(k, str) else _clean_str(k):
-                        _sanitize(v, depth + 1, active) for k, v in value.items()}
+                return {_clean_str(_key(k)): _sanitize(v, depth + 1, active)
+                        for k, v in value.items()}
             return [_sanitize(v, depth + 1, active) for v in value]
         finally:
             active.discard(id(value))
@@ -461,6 +477,17 @@ def _sanitize(value: Any, depth: int, active: set[int]) -> Any:
     except (orjson.JSONEncodeError, TypeError):
         return _clean_str(_default(value))
     return value
+
+
+def _key(key: Any) -> str:
+    """A dict key as json.dumps writes it (any other type: its str(), not a TypeError)."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False or key is None:
+        return "true" if key else ("false" if key is False else "null")
+    if isinstance(key, (int, float)) and not isinstance(key, enum.Enum):
+        return json.dumps(key)
+    return str(key)
 
 
 def wrap_item(value: Any, index: int) -> dict[str, Any]:
@@ -559,7 +586,7 @@ def warm_up_shared(rounds: int = 16) -> None:
                      _EXCEPT_HOOK: _except_hook}
         framing.encode_raw(encode_result(types.FunctionType(code, namespace)()))
         format_print_args(("warm", 1, {"k": [1]}))
-        framing.FrameDecoder().feed(framing.encode({"t": "task", "code": "x"}))
+        framing.FrameDecoder().feed(framing.encode({"t": framing.FRAME_TASK, "code": "x"}))
 
 
 _WARM_UP_CODE: Final = (
@@ -633,8 +660,7 @@ def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None
     max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
     channel = _Channel(sock, max_payload + 65_536)
     _channel = channel
-    if limits.get("block_env_access", True):
-        os.environ.clear()
+    os.environ.clear()  # the zygote's LANG; a task sees nothing or its own "env" below
     if prepared is None:
         prepared = Prepared(limits)
     prepared.attach(_Printer(channel, int(limits.get("print_cap_bytes", 1 << 20))).make())
@@ -647,30 +673,33 @@ def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None
         return
     header = framing.decode(header_frame)
     items_frame = channel.recv()
-    if not isinstance(header, dict) or header.get("t") != "task" or items_frame is None:
+    if not isinstance(header, dict) or header.get("t") != framing.FRAME_TASK or items_frame is None:
         return
+    env = header.get("env")
+    if isinstance(env, dict) and not limits.get("block_env_access", True):
+        os.environ.update({str(k): str(v) for k, v in env.items()})
     try:
         task = _Task(header, items_frame)
         value = run_task(task, prepared)
-        body = encode_result(value)
+        body = encode_result(value, exact="Enum" in task.code)
     except TaskFailed as failed:
-        channel.send(framing.encode({"t": "error", "kind": failed.kind, "error": failed.error},
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": failed.kind, "error": failed.error},
                                     default=str))
         return
     except orjson.JSONDecodeError as exc:
-        channel.send(framing.encode({"t": "error", "kind": "error", "error": {
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": "error", "error": {
             "message": f"Invalid input items: {exc}", "description": "ValueError"}}))
         return
     except (orjson.JSONEncodeError, RecursionError) as exc:
         message = f"Task result could not be serialized: {_safe_str(exc)}"
-        channel.send(framing.encode({"t": "error", "kind": "error", "error": {
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": "error", "error": {
             "message": message, "description": "TypeError"}}))
         return
     if len(body) > max_payload:
-        channel.send(framing.encode({"t": "error", "kind": "payload",
+        channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": "payload",
                                      "error": _payload_error(len(body), max_payload)}))
         return
-    channel.send(framing.encode_raw(b'{"t":"result","result":' + body + b"}"))
+    channel.send(framing.encode_raw(framing.RESULT_PREFIX + body + b"}"))
 
 
 def worker_main(sock: socket.socket, limits: dict[str, Any],
@@ -690,7 +719,7 @@ def worker_main(sock: socket.socket, limits: dict[str, Any],
         status = 1
         try:
             message = f"Internal sandbox error: {type(exc).__name__}: {_safe_str(exc)}"
-            sock.sendall(framing.encode({"t": "error", "kind": "error", "error": {
+            sock.sendall(framing.encode({"t": framing.FRAME_ERROR, "kind": "error", "error": {
                 "message": message, "description": "SandboxError"}}))
         except BaseException:
             pass

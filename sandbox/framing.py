@@ -19,7 +19,7 @@ Frame types (``"t"``), by channel:
 
 * control (runner <-> zygote, one frame per SOCK_SEQPACKET message):
   ``init`` (runner), ``ready``, ``worker`` (+ one fd via SCM_RIGHTS), ``exit``
-  (zygote), ``used``, ``stop`` (runner).
+  (zygote), ``taken``, ``pool``, ``stop`` (runner).
 * task (runner <-> one worker, SOCK_STREAM): ``task`` header, then one raw items
   frame (runner); ``print``, ``rpc``, then exactly one ``result`` or ``error``
   (worker); ``rpc_reply`` (runner, answers ``rpc``).
@@ -30,6 +30,9 @@ the frame says how many follow (``"bufs": n``), and buffer ``i`` goes as the
 ``i``-th raw frame after it. No base64, no list of numbers: a 10 MB buffer costs
 one copy into the socket. n8n's ``{"type": "Buffer", "data": [...]}`` exists only
 on the websocket, and the runner converts to and from it.
+
+Every type has a constant below (``FRAME_*``); code on both ends uses them, never the
+bare string (as ``taskbox.protocol.messages`` names every websocket type).
 """
 
 from __future__ import annotations
@@ -43,8 +46,23 @@ import orjson
 __all__ = [
     "BUFFER_TAG",
     "DEFAULT_MAX_FRAME",
+    "FRAME_ERROR",
+    "FRAME_EXIT",
+    "FRAME_INIT",
+    "FRAME_PRINT",
+    "FRAME_PRINT_CUT",
+    "FRAME_READY",
+    "FRAME_RESULT",
+    "FRAME_RPC",
+    "FRAME_RPC_REPLY",
+    "FRAME_STOP",
+    "FRAME_TAKEN",
+    "FRAME_TASK",
+    "FRAME_WORKER",
     "HEADER_SIZE",
     "MAX_BUFFERS",
+    "PRINT_PREFIX",
+    "RESULT_PREFIX",
     "FrameDecoder",
     "FrameError",
     "FrameTooLarge",
@@ -57,6 +75,32 @@ __all__ = [
 ]
 
 HEADER_SIZE: Final = 4
+
+# Frame types (the ``"t"`` key), by channel; see the module docstring.
+# control, runner -> zygote
+FRAME_INIT: Final = "init"
+FRAME_TAKEN: Final = "taken"
+FRAME_STOP: Final = "stop"
+FRAME_POOL: Final = "pool"  # {"size": n}: workers to keep, ready + running
+# control, zygote -> runner
+FRAME_READY: Final = "ready"
+FRAME_WORKER: Final = "worker"
+FRAME_EXIT: Final = "exit"
+# task, runner -> worker
+FRAME_TASK: Final = "task"
+FRAME_RPC_REPLY: Final = "rpc_reply"
+# task, worker -> runner
+FRAME_PRINT: Final = "print"
+FRAME_PRINT_CUT: Final = "print_cut"
+FRAME_RPC: Final = "rpc"
+FRAME_RESULT: Final = "result"
+FRAME_ERROR: Final = "error"
+#: How a worker writes its result frame: this prefix, the result's JSON, ``}``. The
+#: runner checks the prefix byte for byte before it splices the JSON (supervisor.py).
+RESULT_PREFIX: Final = b'{"t":"' + FRAME_RESULT.encode() + b'","result":'
+#: The start of every print frame (orjson keeps key order): lets the runner cap print
+#: frames before parsing them.
+PRINT_PREFIX: Final = b'{"t":"' + FRAME_PRINT.encode() + b'",'
 #: Hard ceiling for any frame: the length field is 32 bits.
 MAX_LENGTH: Final = 2**32 - 1
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024

@@ -161,7 +161,7 @@ class Zygote:
         self.live.add(pid)
         self.ready.add(pid)
         try:
-            self.send({"t": "worker", "pid": pid}, [ours.fileno()])
+            self.send({"t": framing.FRAME_WORKER, "pid": pid}, [ours.fileno()])
         finally:
             ours.close()
 
@@ -203,7 +203,7 @@ class Zygote:
                 self.failures += 1
                 delay = min(2.0, 0.01 * 2 ** min(self.failures, 8))
                 self.retry_at = time.monotonic() + delay
-            self.send({"t": "exit", "pid": pid, "status": status,
+            self.send({"t": framing.FRAME_EXIT, "pid": pid, "status": status,
                        "cpu": usage.ru_utime + usage.ru_stime})
 
     def kill_all(self) -> None:
@@ -262,11 +262,11 @@ class Zygote:
                 return False
             message = framing.decode(data[framing.HEADER_SIZE:])
             kind = message.get("t") if isinstance(message, dict) else None
-            if kind == "stop":
+            if kind == framing.FRAME_STOP:
                 return False
-            if kind == "pool":
+            if kind == framing.FRAME_POOL:
                 self.resize(message.get("size"))
-            elif kind == "taken":
+            elif kind == framing.FRAME_TAKEN:
                 pid = message.get("pid")
                 if pid in self.ready:
                     self.ready.discard(pid)
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not frame:
         return 0
     init = framing.decode(frame[framing.HEADER_SIZE:])
-    if not isinstance(init, dict) or init.get("t") != "init":
+    if not isinstance(init, dict) or init.get("t") != framing.FRAME_INIT:
         return 2
     limits: dict[str, Any] = dict(init.get("limits") or {})
     max_concurrency = int(init.get("max_concurrency", 1))
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Report what workers get: a network namespace is probed but never applied
     # (seccomp and Landlock already cut the network; see confine.Confinement.apply).
     applied = {name: ok for name, ok in probed.items() if name != "netns"}
-    zygote.send({"t": "ready", "pid": os.getpid(), "layers": applied})
+    zygote.send({"t": framing.FRAME_READY, "pid": os.getpid(), "layers": applied})
     zygote.serve()
 
 

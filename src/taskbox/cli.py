@@ -19,7 +19,7 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -140,13 +140,14 @@ def _flag_name(problem: str, args: argparse.Namespace) -> str:
     return problem
 
 
-def _load_config(env: dict[str, str], args: argparse.Namespace) -> Config | None:
+def _load_config(env: dict[str, str], args: argparse.Namespace,
+                 stream: TextIO | None = None) -> Config | None:
     try:
         return Config.from_env(env)
     except ConfigError as exc:
         # The format may be the bad value: only an exact "json" asks for JSON.
         fmt = "json" if env.get("TASKBOX_LOG_FORMAT", "").strip() == "json" else "text"
-        setup_logging(logging.INFO, fmt)
+        setup_logging(logging.INFO, fmt, stream)
         for problem in exc.problems:
             log.error("invalid configuration: %s", _flag_name(problem, args),
                       extra={"event": "config_invalid"})
@@ -274,10 +275,10 @@ def _run(args: argparse.Namespace) -> int:
     for name in SECRET_VARS:  # the embedded broker mints its own
         env.pop(name, None)
     env.setdefault("N8N_RUNNERS_LAUNCHER_LOG_LEVEL", "warning")
-    config = _load_config(env, args)
+    config = _load_config(env, args, sys.stderr)
     if config is None:
         return EXIT_BAD_INPUT
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_format, sys.stderr)  # stdout: the result
     try:
         if args.file == "-" and args.items == "-":
             raise BadInput("the code and --items cannot both come from stdin")

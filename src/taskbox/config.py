@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from taskbox.errors import ConfigError
 from taskbox.executor.limits import DEFAULT_BUILTINS_DENY, Limits
 
-__all__ = ["SECRET_VARS", "Config", "HealthConfig", "LogFormat"]
+__all__ = ["SECRET_VARS", "Config", "HealthConfig", "LogFormat", "task_environment"]
 
 LogFormat = Literal["text", "json"]
 SECRET_VARS = ("N8N_RUNNERS_GRANT_TOKEN", "N8N_RUNNERS_AUTH_TOKEN")
@@ -138,7 +138,38 @@ class Config:
         )
         if reader.problems:
             raise ConfigError(reader.problems)
+        if not limits.block_env_access:  # after every read: files_read is complete
+            task_env = tuple(sorted(task_environment(environ, reader.files_read).items()))
+            config = replace(config, limits=replace(limits, task_env=task_env))
         return config
+
+
+def _is_secret_name(name: str) -> bool:
+    base = name.removesuffix("_FILE")
+    return base in SECRET_VARS or (base.startswith("N8N_RUNNERS_")
+                                   and base.endswith(("_TOKEN", "_SECRET")))
+
+
+def task_environment(environ: Mapping[str, str],
+                     files_read: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a task sees in ``os.environ`` when N8N_BLOCK_RUNNER_ENV_ACCESS=false.
+
+    n8n's runner shows its whole environment, tokens included; taskbox drops every
+    secret it holds: the grant and auth tokens, every ``N8N_RUNNERS_*_TOKEN`` and
+    ``*_SECRET`` (and their ``_FILE`` paths), every ``*_FILE`` variable it read, and
+    any variable whose value is one of those secrets or a ``_FILE``'s content.
+
+    Args:
+        environ: the runner's environment at start-up.
+        files_read: ``<NAME>_FILE`` -> the content read from it (``_Reader.files_read``).
+    """
+    files_read = files_read or {}
+    secrets = {value for name, value in environ.items() if _is_secret_name(name)}
+    secrets.update(files_read.values())
+    secrets = {value.strip() for value in secrets if len(value.strip()) >= 8}
+    return {name: value for name, value in environ.items()
+            if not _is_secret_name(name) and name not in files_read
+            and value.strip() not in secrets}
 
 
 def _log_level(name: str) -> int:
@@ -154,6 +185,7 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self.problems: list[str] = []
+        self.files_read: dict[str, str] = {}  # <NAME>_FILE -> content: never shown to tasks
 
     def get(self, name: str) -> str | None:
         """The direct variable wins over ``<NAME>_FILE`` (file content, stripped)."""
@@ -164,7 +196,9 @@ class _Reader:
         if path:
             try:
                 with open(path, encoding="utf-8") as handle:
-                    return handle.read().strip()
+                    content = handle.read().strip()
+                self.files_read[f"{name}_FILE"] = content
+                return content
             except OSError as exc:
                 self.problems.append(f"{name}_FILE: cannot read {path}: {exc.strerror}")
         return None

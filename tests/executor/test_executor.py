@@ -35,8 +35,8 @@ LIMITS = Limits(
     memory_limit_mb=256,
     max_payload=1_000_000,
     print_cap_bytes=10_000,
-    stdlib_allow=("json", "datetime", "math", "os", "socket", "subprocess", "signal",
-                  "stat", "sys", "time"),
+    stdlib_allow=("json", "datetime", "decimal", "math", "os", "socket", "subprocess",
+                  "signal", "stat", "sys", "time", "uuid"),
     external_allow=("taskbox_sandbox", "taskbox"),
 )
 
@@ -143,12 +143,23 @@ async def test_all_items_continue_on_fail_turns_errors_into_an_item(executor):
     assert syntax.result == [{"json": {"error": "SyntaxError: '(' was never closed [line 1]"}}]
 
 
-async def test_nan_and_infinity_become_null_and_dates_iso(executor):
-    code = ("import datetime\n"
-            "return [{'n': float('nan'), 'i': float('inf'), 'd': datetime.date(2024, 5, 1),"
-            " 's': {1}}]")
-    outcome = await run(executor, code)
-    assert outcome.result == [{"n": None, "i": None, "d": "2024-05-01", "s": "{1}"}]
+_NON_JSON_CODE = (
+    "import datetime, decimal, uuid\n"
+    "v = {'dt': datetime.datetime(2024, 2, 29, 13, 45, 30), 'd': datetime.date(2024, 2, 29),\n"
+    "     't': datetime.time(13, 45), 'dec': decimal.Decimal('1.10'),\n"
+    "     'u': uuid.UUID(int=1), 's': {1}, 'n': float('nan'), 'i': float('inf')}\n"
+    "v['nested'] = [dict(v)]\n")
+_NON_JSON_EXPECTED = {"dt": "2024-02-29 13:45:30", "d": "2024-02-29", "t": "13:45:00",
+                      "dec": "1.10", "u": "00000000-0000-0000-0000-000000000001", "s": "{1}",
+                      "n": None, "i": None}
+
+
+async def test_non_json_values_are_n8n_strings_in_both_modes(executor):
+    expected = {**_NON_JSON_EXPECTED, "nested": [_NON_JSON_EXPECTED]}
+    outcome = await run(executor, _NON_JSON_CODE + "return [v]")
+    assert outcome.result == [expected]
+    outcome = await run(executor, _NON_JSON_CODE + "return {'json': v}", mode=EACH)
+    assert outcome.result == [{"json": expected, "pairedItem": {"item": 0}}]
 
 
 async def test_multi_line_strings_are_unchanged(executor):

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from taskbox.broker import EmbeddedBroker
-from taskbox.runner.helpers import METHOD_NOT_ALLOWED, refusal
+from taskbox.runner.rpc_router import METHOD_NOT_ALLOWED, refusal
 from tests.integration.conftest import InProcess, settings, start_runner, stop_runner
 
 SLOW_LIMIT = 20.0  # seconds a /slow request waits at most for the test to release it
@@ -234,7 +234,7 @@ except _helpers.RpcError as e:
         assert out.ok, out.error
         assert out.result == [{"error": "Helper call helpers.httpRequest timed out after 1 s"}]
         assert out.done_at - out.submitted_at < 5
-        assert runner._rpc_waiters == {}
+        assert runner.session is not None and len(runner.session.router) == 0
         release.set()  # the broker's request finishes now; its reply has nobody to go to
         again = await broker.submit(settings("return [{'ok': 1}]"))
         assert again.result == [{"ok": 1}]
@@ -254,13 +254,10 @@ async def test_cancel_while_a_call_is_pending(
     out = await asyncio.wait_for(pending, 10)
     assert not out.ok and "cancelled" in str(out.error).lower()
     # the runner dropped the call: waiter gone, protocol forgot the id
-    for _ in range(100):
-        if not env.runner._rpc_waiters and env.runner.conn is not None \
-                and not len(env.runner.conn.proto.calls):
-            break
-        await asyncio.sleep(0.02)
-    assert env.runner._rpc_waiters == {}
-    assert env.runner.conn is not None and len(env.runner.conn.proto.calls) == 0
+    session = env.runner.session
+    assert session is not None and session.executions is not None
+    await asyncio.wait_for(session.executions.wait_idle(), 10)
+    assert len(session.router) == 0 and len(session.proto.calls) == 0
     # a late reply for that call is ignored
     late = orjson.dumps({"type": "broker:rpcresponse", "taskId": task_id, "callId": call_id,
                          "status": "success", "data": {"slow": True}})

@@ -12,6 +12,7 @@ from taskbox.protocol.offers import OfferBook, OfferConfig
 from taskbox.protocol.runner import (
     Accepted,
     CancelTask,
+    ConnectionState,
     DrainRequested,
     Registered,
     RpcResult,
@@ -52,7 +53,7 @@ def test_offer_count_tracks_capacity_and_tops_up_after_task_end() -> None:
     proto.tick(0.2)
     assert proto.messages_to_send() == []  # 1 open offer + 1 task == 2
     proto.receive_message(m.TaskSettings("t1", {"code": "x"}), 0.2)
-    assert proto.events_received()[-1] == StartTask("t1", {"code": "x"})
+    assert proto.events_received()[-1] == StartTask("t1", {"code": "x"}, accepted_at=0.1)
     assert proto.finish_task("t1", 0.3, result=[1])
     out = proto.messages_to_send()
     assert out[0] == m.TaskDone("t1", {"result": [1]})
@@ -89,10 +90,10 @@ def test_capacity_race_one_offer_two_accepts() -> None:
     (offer,) = offers
     proto.receive_message(m.TaskOfferAccept("t1", offer.offer_id), 0.1)
     proto.receive_message(m.TaskOfferAccept("t2", offer.offer_id), 0.1)
-    out = proto.messages_to_send()
-    assert out[0] == m.TaskAccepted("t1")
-    assert isinstance(out[1], m.TaskRejected) and out[1].task_id == "t2"
-    assert out[1].reason in (m.REJECT_OFFER_EXPIRED, m.REJECT_AT_CAPACITY)
+    # The first accept consumed the offer: the second finds no offer (checked before
+    # capacity, as n8n's runners do), so the reason is always "expired".
+    assert proto.messages_to_send() == [m.TaskAccepted("t1"),
+                                        m.TaskRejected("t2", m.REJECT_OFFER_EXPIRED)]
     assert proto.busy == 1
 
 
@@ -121,8 +122,10 @@ def test_draining_rejects_accepts_and_stops_offers() -> None:
     proto, offers = registered(2)
     proto.receive_message(m.Drain(), 0.0)
     assert proto.events_received() == [DrainRequested()]
+    assert proto.state is ConnectionState.CLOSING
     proto.receive_message(m.TaskOfferAccept("t1", offers[0].offer_id), 0.0)
-    assert isinstance(proto.messages_to_send()[0], m.TaskRejected)
+    # The drain dropped the open offers, so the accept finds none.
+    assert proto.messages_to_send() == [m.TaskRejected("t1", m.REJECT_OFFER_EXPIRED)]
     proto.tick(1.0)
     assert proto.messages_to_send() == []
 
@@ -133,7 +136,6 @@ def test_shutdown_rejects_accepts_for_still_valid_offers() -> None:
     proto.receive_message(m.RunnerRegistered(), 0.0)
     proto.messages_to_send()
     proto.stop_offering()
-    proto.closing = True
     (late,) = book.top_up(0.0, 1)  # an offer created just before shutdown began
     proto.receive_message(m.TaskOfferAccept("t9", late.offer_id), 0.0)
     assert proto.messages_to_send() == [m.TaskRejected("t9", m.REJECT_SHUTTING_DOWN)]
@@ -199,24 +201,89 @@ def test_connection_lost_forgets_tasks_offers_and_calls() -> None:
     assert proto.busy == 0 and proto.offers.open_count == 0 and len(proto.calls) == 0
 
 
-@pytest.mark.parametrize("status", list(TaskStatus))
-@pytest.mark.parametrize("event", list(TaskEvent))
+def _reach(table: TaskTable, status: TaskStatus) -> None:
+    """Drive task "t" to ``status`` by legal events only."""
+    paths = {
+        TaskStatus.WAITING_FOR_SETTINGS: [],
+        TaskStatus.RUNNING: [TaskEvent.SETTINGS],
+        TaskStatus.ABORTING_CANCELLED: [TaskEvent.SETTINGS, TaskEvent.CANCEL],
+    }
+    for event in paths[status]:
+        table.apply("t", event)
+    assert table.get("t").status is status  # type: ignore[union-attr]
+
+
+ILLEGAL = [(status, event) for status in TaskStatus for event in TaskEvent
+           if status in TRANSITIONS and event not in TRANSITIONS[status]
+           and status not in (TaskStatus.DONE, TaskStatus.ERROR, TaskStatus.CANCELLED)]
+
+
+def test_the_table_has_no_dead_states() -> None:
+    # Every status is reachable from WAITING_FOR_SETTINGS and every finished one is final.
+    seen, frontier = {TaskStatus.WAITING_FOR_SETTINGS}, [TaskStatus.WAITING_FOR_SETTINGS]
+    while frontier:
+        for target in TRANSITIONS[frontier.pop()].values():
+            if target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    assert seen == set(TaskStatus)
+    assert all(TRANSITIONS[s] == {} for s in (TaskStatus.DONE, TaskStatus.ERROR,
+                                              TaskStatus.CANCELLED))
+    assert len(ILLEGAL) == 5  # 3 live statuses x 4 events, minus the 7 legal moves
+
+
+@pytest.mark.parametrize(("status", "event"), ILLEGAL)
 def test_every_illegal_transition_raises_and_changes_nothing(status: TaskStatus,
                                                              event: TaskEvent) -> None:
-    if event in TRANSITIONS[status]:
-        return
     table = TaskTable()
     state = table.add("t", 0.0)
-    state.status = status
-    with pytest.raises(InvalidTransition):
+    _reach(table, status)
+    with pytest.raises(InvalidTransition) as info:
         table.apply("t", event)
+    assert (info.value.task_id, info.value.status, info.value.event) == ("t", status, event)
     assert table.get("t") is state and state.status is status
 
 
-def test_legal_path_to_done_removes_task() -> None:
-    table = TaskTable()
-    table.add("t", 0.0)
-    assert table.apply("t", TaskEvent.SETTINGS) is TaskStatus.RUNNING
-    assert table.apply("t", TaskEvent.TIMEOUT) is TaskStatus.ABORTING_TIMEOUT
-    assert table.apply("t", TaskEvent.ERROR) is TaskStatus.ERROR
-    assert "t" not in table
+def test_finished_tasks_leave_the_table() -> None:
+    for path, final in [([TaskEvent.SETTINGS, TaskEvent.DONE], TaskStatus.DONE),
+                        ([TaskEvent.SETTINGS, TaskEvent.CANCEL, TaskEvent.ERROR],
+                         TaskStatus.ERROR),
+                        ([TaskEvent.CANCEL], TaskStatus.CANCELLED)]:
+        table = TaskTable()
+        table.add("t", 0.0)
+        assert [table.apply("t", e) for e in path][-1] is final
+        assert "t" not in table and len(table) == 0
+
+
+def test_illegal_messages_are_ignored_through_the_table(caplog: pytest.LogCaptureFixture) -> None:
+    proto, offers = registered(1)
+    proto.receive_message(m.TaskOfferAccept("t1", offers[0].offer_id), 0.0)
+    proto.receive_message(m.TaskSettings("t1", {}), 0.0)
+    proto.receive_message(m.TaskCancel("t1", "user"), 0.1)
+    proto.events_received()
+    proto.messages_to_send()
+    # A second cancel and late settings are not allowed in ABORTING_CANCELLED.
+    proto.receive_message(m.TaskCancel("t1", "again"), 0.2)
+    proto.receive_message(m.TaskSettings("t1", {}), 0.2)
+    assert proto.events_received() == [] and proto.messages_to_send() == []
+    assert proto.tasks.get("t1").status is TaskStatus.ABORTING_CANCELLED  # type: ignore[union-attr]
+    assert "not allowed in state" in caplog.text
+
+
+def test_send_failed_closes_the_core() -> None:
+    proto, offers = registered(2)
+    proto.receive_message(m.TaskOfferAccept("t1", offers[0].offer_id), 0.0)
+    proto.send_failed()
+    assert proto.closed and proto.busy == 0 and proto.messages_to_send() == []
+    proto.receive_message(m.TaskOfferAccept("t2", offers[1].offer_id), 0.1)
+    proto.tick(1.0)
+    assert proto.messages_to_send() == [] and proto.events_received() == []
+    assert not proto.finish_task("t1", 1.0, result=[])
+
+
+def test_stop_before_registration_never_offers() -> None:
+    proto = RunnerProtocol("taskbox", 2)
+    proto.stop_offering()
+    proto.receive_message(m.RunnerRegistered(), 0.0)
+    assert proto.events_received() == [Registered()]
+    assert proto.state is ConnectionState.CLOSING and proto.messages_to_send() == []

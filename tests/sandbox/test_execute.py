@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime
+import decimal
+import enum
+import json
 import types
+import uuid
 from typing import TYPE_CHECKING
 
 import orjson
@@ -74,12 +80,70 @@ def test_print_args_are_formatted_like_n8n():
     assert execute.format_print_args((circular,)) == ["[Circular list]"]
 
 
+def test_print_of_non_json_values_follows_the_same_rule():
+    when = datetime.datetime(2024, 2, 29, 13, 45, 30)
+    args = (when, decimal.Decimal("1.10"), {1, 2}, {"at": when, "n": float("nan")})
+    assert execute.format_print_args(args) == [
+        '"2024-02-29 13:45:30"', '"1.10"', '"{1, 2}"',
+        '{"at": "2024-02-29 13:45:30", "n": NaN}']
+
+
 def test_results_are_strict_json():
     value = {"nan": float("nan"), "inf": float("-inf"), "d": datetime.date(2024, 1, 2),
              "s": {1}, "big": 2**70, 1: "int key", "bad": "\udc00"}
     assert orjson.loads(execute.encode_result(value)) == {
         "nan": None, "inf": None, "d": "2024-01-02", "s": "{1}", "big": float(2**70),
         "1": "int key", "bad": "?"}
+
+
+class _Colour(enum.Enum):
+    RED = 1
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+class _Custom:
+    def __str__(self) -> str:
+        return "custom!"
+
+
+_Pair = collections.namedtuple("_Pair", "a b")
+_NON_JSON = [
+    datetime.datetime(2024, 2, 29, 13, 45, 30),
+    datetime.datetime(2024, 2, 29, 13, 45, 30, 123456, tzinfo=datetime.UTC),
+    datetime.date(2024, 2, 29), datetime.time(13, 45, 30), datetime.timedelta(minutes=90),
+    decimal.Decimal("1.10"), uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    {1, 2}, frozenset({"a"}), b"raw", bytearray(b"x"), 1 + 2j, range(3),
+    collections.deque([1]), _Point(1), _Custom(), _Level.HIGH, _Pair(1, 2),
+    collections.OrderedDict(a=1), collections.Counter("aab"), (1, "t"),
+]
+
+
+@pytest.mark.parametrize("value", _NON_JSON, ids=lambda v: type(v).__name__)
+def test_non_json_values_match_n8n_default_str(value):
+    """The exact strings n8n's runner sends: json.dumps(..., default=str), nested too."""
+    nested = {"v": value, "list": [{"deep": value}]}
+    expected = json.loads(json.dumps(nested, default=str))
+    assert orjson.loads(execute.encode_result(nested)) == expected
+    assert orjson.loads(execute.encode_result(nested, exact=True)) == expected
+
+
+def test_datetime_uses_a_space_not_iso_t():
+    when = datetime.datetime(2024, 2, 29, 13, 45, 30)
+    assert execute.encode_result([{"at": when}]) == b'[{"at":"2024-02-29 13:45:30"}]'
+
+
+def test_plain_enum_members_are_their_str_in_exact_mode():
+    value = {"c": _Colour.RED, "l": _Level.HIGH, 2: True, None: 1, True: 0}
+    assert orjson.loads(execute.encode_result(value, exact=True)) == json.loads(
+        json.dumps(value, default=str))
 
 
 def test_cycles_do_not_crash_result_encoding():

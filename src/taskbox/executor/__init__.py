@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from taskbox.executor.limits import DEFAULT_BUILTINS_DENY, Limits
 from taskbox.executor.task import (
+    HelperCall,
     NodeMode,
     PrintSink,
-    RpcCall,
     TaskOutcome,
     TaskSpec,
     failure,
@@ -21,10 +21,10 @@ from taskbox.executor.task import (
 __all__ = [
     "DEFAULT_BUILTINS_DENY",
     "Executor",
+    "HelperCall",
     "Limits",
     "NodeMode",
     "PrintSink",
-    "RpcCall",
     "TaskOutcome",
     "TaskSpec",
     "failure",

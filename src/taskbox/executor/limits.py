@@ -1,6 +1,7 @@
 """Values the sandbox enforces; applied inside the worker, chosen here.
 
-Nothing in this module is secret: the whole object is sent to the zygote.
+Nothing in this module is secret. Everything but ``task_env`` is sent to the zygote;
+``task_env`` goes to each worker with its task (execute.py), never to the zygote.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class Limits:
     block_env_access: bool = True
     allow_transitive_imports: bool = False
     require_layers: tuple[str, ...] = field(default=())
+    #: What ``os.environ`` holds in a task when ``block_env_access`` is off: the
+    #: runner's start-up environment minus its secrets (config.task_environment).
+    task_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def effective_cpu_limit_s(self) -> int:
@@ -45,5 +49,6 @@ class Limits:
     def to_wire(self) -> dict[str, Any]:
         """Plain dict for the zygote's start-up frame."""
         data = asdict(self)
+        del data["task_env"]  # the zygote's memory stays free of the environment
         data["cpu_limit_s"] = self.effective_cpu_limit_s
         return data

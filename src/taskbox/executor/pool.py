@@ -201,7 +201,7 @@ class ZygoteHandle:
         with contextlib.suppress(OSError, AttributeError):
             self._pidfd = os.pidfd_open(self.pid)
             loop.add_reader(self._pidfd, self._on_died, "exited")
-        init = {"t": "init", "limits": self.limits.to_wire(),
+        init = {"t": framing.FRAME_INIT, "limits": self.limits.to_wire(),
                 "max_concurrency": self.max_concurrency, "pool": self.size}
         try:
             ours.send(framing.encode(init))
@@ -254,12 +254,12 @@ class ZygoteHandle:
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         kind = message.get("t")
         pid = message.get("pid")
-        if kind == "worker" and isinstance(pid, int) and len(fds) == 1:
+        if kind == framing.FRAME_WORKER and isinstance(pid, int) and len(fds) == 1:
             self._add_worker(pid, fds[0])
             return
         for fd in fds:
             os.close(fd)
-        if kind == "exit" and isinstance(pid, int):
+        if kind == framing.FRAME_EXIT and isinstance(pid, int):
             status = message.get("status")
             cpu = message.get("cpu")
             result = WorkerExit(status=status if isinstance(status, int) else 0,
@@ -276,7 +276,7 @@ class ZygoteHandle:
                     self.logger.warning("sandbox worker %s died before use (%s)", pid,
                                         _describe_status(result))
                     break
-        elif kind == "ready" and self._ready_frame is not None \
+        elif kind == framing.FRAME_READY and self._ready_frame is not None \
                 and not self._ready_frame.done():
             self._ready_frame.set_result(message)
 
@@ -355,7 +355,7 @@ class ZygoteHandle:
     def _resize(self, size: int) -> None:
         if size != self.size:
             self.size = size
-            self._send_control({"t": "pool", "size": size})
+            self._send_control({"t": framing.FRAME_POOL, "size": size})
 
     def _arm_shrink(self) -> None:
         if self._shrink is not None:
@@ -372,7 +372,7 @@ class ZygoteHandle:
             worker = self._ready.pop()  # the newest: the oldest are the most warmed up
             # "taken" first, so the zygote does not count its exit as a failure; the
             # worker sees its channel close before any task and exits.
-            self._send_control({"t": "taken", "pid": worker.pid})
+            self._send_control({"t": framing.FRAME_TAKEN, "pid": worker.pid})
             self._exits.pop(worker.pid, None)
             worker.close()
 
@@ -405,7 +405,7 @@ class ZygoteHandle:
                     self._ready.appendleft(waiter.result())
                 raise
         # Before the task is sent, so the zygote learns it before the worker can exit.
-        self._send_control({"t": "taken", "pid": worker.pid})
+        self._send_control({"t": framing.FRAME_TAKEN, "pid": worker.pid})
         self._in_use.add(worker)
         worker.on_close = self._release
         return worker
@@ -435,7 +435,7 @@ class ZygoteHandle:
 
     async def _aclose(self) -> None:
         self._closing = True
-        self._send_control({"t": "stop"})
+        self._send_control({"t": framing.FRAME_STOP})
         self._on_died("closed")
         loop = asyncio.get_running_loop()
         proc = self._proc

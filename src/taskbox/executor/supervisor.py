@@ -4,7 +4,7 @@ The runner codes against :class:`Executor`::
 
     executor = Executor(limits, max_concurrency, logger)
     layers = await executor.start()          # zygote up, READY, layers checked
-    outcome = await executor.run(spec, on_print, on_rpc)
+    outcome = await executor.run(spec, on_print, on_rpc, deadline=deadline)
     await executor.aclose()
 
 Where each limit is enforced (the worker is hostile; the parent trusts nothing
@@ -51,7 +51,7 @@ from taskbox.errors import SandboxCrashed, SandboxUnavailable
 from taskbox.executor import probe
 from taskbox.executor.limits import Limits
 from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHandle
-from taskbox.executor.task import PrintSink, RpcCall, TaskOutcome, TaskSpec, failure
+from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec, failure
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
     from sandbox import framing
@@ -94,7 +94,8 @@ class Executor:
     def __init__(self, limits: Limits, max_concurrency: int,
                  logger: logging.Logger | None = None) -> None:
         """Args:
-        limits: values the sandbox enforces (sent to the zygote as is).
+        limits: values the sandbox enforces (sent to the zygote, but for the
+            task environment, which goes to each worker with its task).
         max_concurrency: tasks that may run at once; the zygote keeps one more
             worker than this ready.
         logger: defaults to ``taskbox.executor``.
@@ -102,6 +103,7 @@ class Executor:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.limits = limits
+        self._task_env = dict(limits.task_env)
         self.max_concurrency = max_concurrency
         self.logger = logger or logging.getLogger("taskbox.executor")
         self.layers: dict[str, bool] = {}
@@ -235,13 +237,16 @@ class Executor:
 
     # ------------------------------------------------------------------ run
 
-    async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: RpcCall) -> TaskOutcome:
+    async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: HelperCall, *,
+                  deadline: float | None = None) -> TaskOutcome:
         """Run one task in a fresh worker.
 
         Args:
             spec: the task.
             on_print: called at once with each ``print`` call's formatted args.
             on_rpc: awaited for each helper RPC the code makes.
+            deadline: when the task's time is up, on the loop's clock; the runner takes
+                it at accept. Default: ``task_timeout`` from now.
 
         Returns:
             The outcome; whole-task failures (timeout, memory, CPU, signal,
@@ -252,7 +257,8 @@ class Executor:
         """
         await self._slots.acquire()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.task_timeout
+        if deadline is None:
+            deadline = loop.time() + self.limits.task_timeout
         worker: WorkerHandle | None = None
         # Enforced apart from the read loop: the worker dies at the deadline even
         # if nothing else on the event loop gets a turn.
@@ -335,13 +341,16 @@ class Executor:
                        f"{self.limits.memory_limit_mb} MiB", kind="memory")
 
     async def _drive(self, worker: WorkerHandle, spec: TaskSpec, on_print: PrintSink,
-                     on_rpc: RpcCall) -> TaskOutcome:
+                     on_rpc: HelperCall) -> TaskOutcome:
         loop = asyncio.get_running_loop()
         sock = worker.sock
-        header = framing.encode({
-            "t": "task", "code": spec.code, "mode": spec.node_mode,
+        task: dict[str, Any] = {
+            "t": framing.FRAME_TASK, "code": spec.code, "mode": spec.node_mode,
             "continueOnFail": spec.continue_on_fail, "query": spec.query,
-        }, default=str)
+        }
+        if not self.limits.block_env_access:  # N8N_BLOCK_RUNNER_ENV_ACCESS=false
+            task["env"] = self._task_env
+        header = framing.encode(task, default=str)
         items = spec.items_json or b"[]"
         prefix = len(items).to_bytes(framing.HEADER_SIZE, "big")
         watch = _RssWatch(loop, worker, self.limits.memory_limit_mb * 1024 * 1024)
@@ -404,7 +413,7 @@ class Executor:
         return self._death_outcome(spec, ended or WorkerExit(lost=True), worker)
 
     async def _handle_frame(self, frame: bytes, worker: WorkerHandle, spec: TaskSpec,
-                            prints: _PrintCap, on_rpc: RpcCall
+                            prints: _PrintCap, on_rpc: HelperCall
                             ) -> TaskOutcome | _RpcFrames | None:
         spliceable = result_outcome(frame)
         if spliceable is not None:
@@ -414,7 +423,7 @@ class Executor:
         except framing.FrameError:
             message = None
         kind = message.get("t") if isinstance(message, dict) else None
-        if kind == "print":
+        if kind == framing.FRAME_PRINT:
             assert isinstance(message, dict)
             args = message.get("args")
             # The worker sends strings only; anything else is dropped, never str()'d
@@ -422,27 +431,27 @@ class Executor:
             if isinstance(args, list) and all(isinstance(a, str) for a in args):
                 prints.add(args)
             return None
-        if kind == "print_cut":
+        if kind == framing.FRAME_PRINT_CUT:
             prints.cut()
             return None
-        if kind == "rpc":
+        if kind == framing.FRAME_RPC:
             assert isinstance(message, dict)
             call = _RpcFrames(message, _frame_limit(self.limits))
             if call.complete:
                 await self._answer_rpc(worker, call, on_rpc)
                 return None
             return call  # its buffers follow as raw frames
-        if kind == "result":
+        if kind == framing.FRAME_RESULT:
             assert isinstance(message, dict)
             return TaskOutcome(result=message.get("result"))
-        if kind == "error":
+        if kind == framing.FRAME_ERROR:
             assert isinstance(message, dict)
             return self._error_outcome(spec, message)
         worker.kill()
         return failure(spec, "The sandbox worker sent an invalid frame", kind="error")
 
     async def _answer_rpc(self, worker: WorkerHandle, call: _RpcFrames,
-                          on_rpc: RpcCall) -> None:
+                          on_rpc: HelperCall) -> None:
         """Run one helper call and send the reply, its buffers as raw frames after it."""
         message = call.message
         name = message.get("name")
@@ -463,7 +472,7 @@ class Executor:
                     ok, data = await on_rpc(name, params)
                 except Exception as exc:
                     ok, data = False, str(exc) or type(exc).__name__
-        head = {"t": "rpc_reply", "id": message.get("id"), "ok": bool(ok), "data": data,
+        head = {"t": framing.FRAME_RPC_REPLY, "id": message.get("id"), "ok": bool(ok), "data": data,
                 "bufs": 0}
         buffers: list[bytes] = []
         try:  # orjson refuses bytes: only an answer holding some is walked in Python
@@ -530,7 +539,7 @@ class Executor:
                        "before sending a result", kind="signal")
 
 
-_RESULT_PREFIX = b'{"t":"result","result":'  # how sandbox/execute.py writes results
+_RESULT_PREFIX = framing.RESULT_PREFIX  # how sandbox/execute.py writes results
 
 
 def result_outcome(frame: bytes) -> TaskOutcome | None:
@@ -614,7 +623,7 @@ def _parse_cost(frame: bytes) -> int:
     return len(frame) + _BYTES_PER_ELEMENT * elements
 
 
-_PRINT_PREFIX: Final = b'{"t":"print",'
+_PRINT_PREFIX: Final = framing.PRINT_PREFIX
 
 
 class _FrameBudget:

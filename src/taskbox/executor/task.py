@@ -13,7 +13,7 @@ PrintSink = Callable[[list[str]], None]
 #: Called for a node-helper RPC (issue 6) with its wire name and params; returns
 #: ``(ok, data)``. Params and data hold ``bytes`` where n8n has Buffers (the worker
 #: sends them as raw frames, the runner converts to and from n8n's Buffer JSON).
-RpcCall = Callable[[str, list[Any]], Awaitable[tuple[bool, Any]]]
+HelperCall = Callable[[str, list[Any]], Awaitable[tuple[bool, Any]]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from taskbox.protocol.messages import TaskOffer
@@ -50,10 +51,12 @@ class OfferBook:
     """Keeps ``open offers + running tasks == max concurrency``."""
 
     def __init__(self, max_concurrency: int, config: OfferConfig | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 id_factory: Callable[[], str] = new_id) -> None:
         self.max_concurrency = max_concurrency
         self.config = config or OfferConfig()
         self._rng = rng or random.Random()
+        self._new_id = id_factory
         self._open: dict[str, float] = {}  # offer id -> local deadline
 
     @property
@@ -77,7 +80,7 @@ class OfferBook:
         offers = []
         for _ in range(max(missing, 0)):
             valid_for = self.config.validity_ms + self._rng.randint(0, self.config.jitter_ms)
-            offer = TaskOffer(new_id(), self.config.task_type, valid_for)
+            offer = TaskOffer(self._new_id(), self.config.task_type, valid_for)
             self._open[offer.offer_id] = now + valid_for / 1000 + self.config.local_grace_s
             offers.append(offer)
         return offers

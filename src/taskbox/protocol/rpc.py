@@ -1,6 +1,13 @@
-"""Bookkeeping for outstanding runner:rpc calls: ids and matching, no futures."""
+"""Bookkeeping for outstanding runner -> broker requests: ids and matching, no futures.
+
+One table for every kind of request that waits for an answer from the broker
+(``runner:rpc`` today); a request id is unique across kinds, so a new kind only needs
+its own message, not its own table.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from taskbox.protocol.offers import new_id
 
@@ -10,15 +17,18 @@ __all__ = ["PendingCalls"]
 class PendingCalls:
     """call id -> task id for every runner:rpc still waiting for broker:rpcresponse."""
 
-    def __init__(self) -> None:
+    def __init__(self, id_factory: Callable[[int], str] = new_id) -> None:
         self._calls: dict[str, str] = {}
+        self._new_id = id_factory
 
     def __len__(self) -> int:
         return len(self._calls)
 
     def open(self, task_id: str) -> str:
         """Allocate a call id for ``task_id``."""
-        call_id = new_id(12)
+        call_id = self._new_id(12)
+        while call_id in self._calls:  # pragma: no cover - 62**12 ids
+            call_id = self._new_id(12)
         self._calls[call_id] = task_id
         return call_id
 

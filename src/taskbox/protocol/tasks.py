@@ -7,19 +7,20 @@ listed for the current status raises InvalidTransition and changes nothing.
 
     accept ──▶ WAITING_FOR_SETTINGS ──settings──▶ RUNNING ──done──▶ DONE
                     │                               │   └──error──▶ ERROR
-                 cancel                          cancel / timeout
+                 cancel                          cancel
                     ▼                               ▼
-                CANCELLED          ABORTING_CANCELLED / ABORTING_TIMEOUT ──done|error──▶ DONE|ERROR
+                CANCELLED                  ABORTING_CANCELLED ──done|error──▶ DONE|ERROR
 
 ``CANCELLED`` is only reachable while waiting: the broker forgot the task and no
 result is owed. Every task that reached RUNNING ends in exactly one DONE or ERROR.
+A task's own time limit is not a state here: the runner takes its deadline at accept
+(``TaskState.accepted_at``) and a timeout ends the task like any other error.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from taskbox.errors import InvalidTransition
 
@@ -30,7 +31,6 @@ class TaskStatus(enum.Enum):
     WAITING_FOR_SETTINGS = "waiting_for_settings"
     RUNNING = "running"
     ABORTING_CANCELLED = "aborting:cancelled"
-    ABORTING_TIMEOUT = "aborting:timeout"
     DONE = "done"
     ERROR = "error"
     CANCELLED = "cancelled"
@@ -39,7 +39,6 @@ class TaskStatus(enum.Enum):
 class TaskEvent(enum.Enum):
     SETTINGS = "settings"
     CANCEL = "cancel"
-    TIMEOUT = "timeout"
     DONE = "done"
     ERROR = "error"
 
@@ -47,10 +46,8 @@ class TaskEvent(enum.Enum):
 S, E = TaskStatus, TaskEvent
 TRANSITIONS: dict[TaskStatus, dict[TaskEvent, TaskStatus]] = {
     S.WAITING_FOR_SETTINGS: {E.SETTINGS: S.RUNNING, E.CANCEL: S.CANCELLED},
-    S.RUNNING: {E.CANCEL: S.ABORTING_CANCELLED, E.TIMEOUT: S.ABORTING_TIMEOUT,
-                E.DONE: S.DONE, E.ERROR: S.ERROR},
+    S.RUNNING: {E.CANCEL: S.ABORTING_CANCELLED, E.DONE: S.DONE, E.ERROR: S.ERROR},
     S.ABORTING_CANCELLED: {E.DONE: S.DONE, E.ERROR: S.ERROR},
-    S.ABORTING_TIMEOUT: {E.DONE: S.DONE, E.ERROR: S.ERROR},
     S.DONE: {},
     S.ERROR: {},
     S.CANCELLED: {},
@@ -60,12 +57,11 @@ FINISHED = frozenset({S.DONE, S.ERROR, S.CANCELLED})
 
 @dataclass(slots=True)
 class TaskState:
-    """One accepted task; ``settings`` arrive with broker:tasksettings."""
+    """One accepted task; ``accepted_at`` is where its time limit starts."""
 
     task_id: str
     status: TaskStatus = TaskStatus.WAITING_FOR_SETTINGS
     accepted_at: float = 0.0
-    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskTable:
@@ -93,7 +89,7 @@ class TaskTable:
         """Move a task along TRANSITIONS; finished tasks leave the table.
 
         Raises:
-            KeyError: unknown task.
+            KeyError: unknown task (callers check ``in`` first, as the broker core does).
             InvalidTransition: ``event`` is not allowed now; nothing changed.
         """
         state = self._tasks[task_id]

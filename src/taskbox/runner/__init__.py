@@ -1,4 +1,10 @@
-"""The asyncio runner: connection, offers, dispatch, RPC routing, health, shutdown."""
+"""The asyncio runner shell around ``protocol.runner.RunnerProtocol``.
+
+``lifecycle`` (the process: health, signals, sandbox start-up, connecting),
+``session`` (one connection and its TaskGroup), ``connection`` (the websocket pump and
+the one send choke point), ``offer_loop``, ``rpc_router`` (runner -> broker requests),
+``execution`` (one task from settings to result), ``shutdown`` (every way to stop).
+"""
 
 from __future__ import annotations
 

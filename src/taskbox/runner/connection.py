@@ -1,8 +1,17 @@
-"""One websocket to the broker: the only code that calls ``ws.send``.
+"""One websocket to the broker, pumped both ways; the only code that calls ``ws.send``.
 
-Every outgoing frame goes through ``flush()``, which drains the protocol's
-``messages_to_send()`` in order. A transport failure marks the connection broken and
-raises ConnectionClosed; the lifecycle decides whether to reconnect.
+``Connection`` owns the socket and the sans-I/O ``RunnerProtocol`` (as websockets'
+``asyncio/connection.py`` owns its ``Protocol``):
+
+* receiving: ``receive_pump()`` reads frames, parses them (large ones in a thread) and
+  feeds the core; malformed frames are logged and skipped;
+* sending: every input to the core happens inside ``async with send_context()``, which
+  refuses a closed connection on entry and, on exit, sends what the core produced (in
+  order) and hands its events to the session. Callers that cannot await (a ``print``
+  arriving from a worker) queue in the core and call ``send_soon()``; the write pump
+  sends for them through the same choke point;
+* a transport error while sending tells the core (``send_failed``) and raises
+  ``ConnectionClosed``.
 
 Frames go out as UTF-8 bytes in text frames (no decode/encode round trip). A frame
 over ``STREAM_THRESHOLD`` bytes goes as websocket fragments of about ``FRAGMENT``
@@ -19,20 +28,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed as WsClosed
+from websockets.exceptions import ConnectionClosedOK
 
-from taskbox.errors import ConnectionClosed, LocalProtocolError
+from taskbox.errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from taskbox.protocol import messages as m
-from taskbox.protocol.buffers import split_buffers, stream_frame
-from taskbox.protocol.runner import RunnerProtocol
+from taskbox.protocol.buffers import parse_broker_frame, split_buffers, stream_frame
+from taskbox.protocol.runner import RunnerEvent, RunnerProtocol
 from taskbox.protocol.serde import serialize
 
-__all__ = ["FRAGMENT", "STREAM_THRESHOLD", "Connection"]
+__all__ = ["FRAGMENT", "OFFLOAD_THRESHOLD", "STREAM_THRESHOLD", "Connection", "parse_frame"]
 
 log = logging.getLogger("taskbox.runner")
 
@@ -40,49 +48,96 @@ log = logging.getLogger("taskbox.runner")
 STREAM_THRESHOLD: Final = 1 << 20
 #: Target fragment size (~0.5 ms of masking).
 FRAGMENT: Final = 1 << 18
+#: Received frames (and helper params) above this many bytes are converted in a thread.
+OFFLOAD_THRESHOLD: Final = 1 << 20
+#: What a request gets when the connection is gone before its answer arrived.
+CLOSED_TEXT: Final = "connection to the broker is closed"
+
+EventSink = Callable[[list[RunnerEvent]], None]
 
 
 class Connection:
-    """A registered (or registering) session with the broker."""
+    """A registered (or registering) session with the broker.
 
-    def __init__(self, ws: ClientConnection, proto: RunnerProtocol, max_payload: int,
-                 on_sent: Callable[[m.RunnerMessage], None] | None = None) -> None:
+    Args:
+        ws: the open websocket (websockets' ``ClientConnection``).
+        proto: the core for this connection; only this object feeds it.
+        max_payload: N8N_RUNNERS_MAX_PAYLOAD; larger outgoing frames are replaced.
+        on_events: called with the core's events after every input, once its
+            messages are sent.
+        on_sent: called with every message written (metrics).
+        on_malformed: called for every frame skipped as malformed (metrics).
+    """
+
+    def __init__(self, ws: Any, proto: RunnerProtocol, max_payload: int, on_events: EventSink,
+                 *, on_sent: Callable[[m.RunnerMessage], None] | None = None,
+                 on_malformed: Callable[[], None] | None = None) -> None:
         self.ws = ws
         self.proto = proto
         self.max_payload = max_payload
-        self.broken = False
-        self._lock = asyncio.Lock()
+        self.got_info_request = False
+        self._on_events = on_events
         self._on_sent = on_sent
+        self._on_malformed = on_malformed
+        self._loop = asyncio.get_running_loop()
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
 
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()
+    @property
+    def closed(self) -> bool:
+        return self.proto.closed
 
-    async def flush(self) -> None:
-        """Send everything the protocol produced, in order.
+    def now(self) -> float:
+        """The clock handed to the core: the loop's, so deadlines work with ``timeout_at``."""
+        return self._loop.time()
+
+    # -- sending ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def send_context(self) -> AsyncIterator[RunnerProtocol]:
+        """Feed the core inside; on exit its messages are sent and its events handled.
 
         Raises:
-            ConnectionClosed: the socket broke while sending.
+            ConnectionClosed: the connection was already closed, or broke while sending.
         """
+        if self.proto.closed:
+            raise ConnectionClosed(CLOSED_TEXT)
+        yield self.proto
+        await self._flush()  # on failure the core has dropped its events with the connection
+        events = self.proto.events_received()
+        if events:
+            self._on_events(events)
+
+    def send_soon(self) -> None:
+        """Have the write pump send what the core queued (for callers that cannot await)."""
+        self._wake.set()
+
+    async def write_pump(self) -> None:
+        """Send for ``send_soon`` callers until the connection closes."""
+        with contextlib.suppress(ConnectionClosed):
+            while not self.proto.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._flush()
+
+    async def _flush(self) -> None:
         async with self._lock:
             for msg in self.proto.messages_to_send():
                 await self._send(msg)
 
     async def _send(self, msg: m.RunnerMessage) -> None:
-        if self.broken:
-            raise ConnectionClosed("connection to the broker is closed")
         pieces: Iterable[bytes | memoryview] | None = None
         try:
             if isinstance(msg, m.RpcCall):
                 params, buffers = split_buffers(msg.params)
                 if buffers:
                     frame = serialize(dataclasses.replace(msg, params=params))
-                    pieces = stream_frame(frame, buffers)  # on_rpc checked size and shape
+                    pieces = stream_frame(frame, buffers)  # the router checked size and shape
             if pieces is None:
                 frame = serialize(msg, self.max_payload)
         except LocalProtocolError as exc:
             frame = self._oversize_replacement(msg, exc)
-        except ValueError as exc:  # a helper call on_rpc should have refused
+        except ValueError as exc:  # a helper call the router should have refused
             log.error("cannot send %s with its buffers (%s); sending it without params",
                       msg.TYPE, exc)
             assert isinstance(msg, m.RpcCall)
@@ -96,7 +151,8 @@ class Connection:
             else:
                 await self.ws.send(_paced(pieces), text=True)
         except WsClosed as exc:
-            self.broken = True
+            self.proto.send_failed()
+            self._wake.set()  # let the write pump see the closed state and end
             raise ConnectionClosed("connection to the broker closed while sending") from exc
         if self._on_sent is not None:
             self._on_sent(msg)
@@ -116,10 +172,72 @@ class Connection:
             return serialize(trimmed, self.max_payload)
         raise exc
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive_pump(self) -> BaseException | None:
+        """Feed every broker frame to the core until the socket closes.
+
+        Returns:
+            Why the connection ended (websockets' own exception where there is one, e.g.
+            "sent 1009 (message too big)"), or None after a normal close.
+        """
+        closed: BaseException | None = None
+        try:
+            async for raw in _frames(self.ws):
+                try:
+                    msg = await parse_frame(raw)
+                except RemoteProtocolError as exc:
+                    log.warning("malformed frame from the broker skipped: %s", exc)
+                    if self._on_malformed is not None:
+                        self._on_malformed()
+                    continue
+                if msg is None:
+                    log.debug("unknown message type ignored")
+                    continue
+                if isinstance(msg, m.InfoRequest):
+                    self.got_info_request = True
+                async with self.send_context() as proto:
+                    proto.receive_message(msg, self.now())
+        except (WsClosed, ConnectionClosed) as exc:
+            # Keep websockets' own words even when a send noticed the close first.
+            closed = exc.__cause__ if isinstance(exc.__cause__, WsClosed) else exc
+        finally:
+            self.proto.connection_lost()
+            self._wake.set()
+        return closed
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close the websocket; the receive pump then ends."""
         with contextlib.suppress(OSError, WsClosed):
             await self.ws.close(code, reason)
-        self.broken = True
+
+
+async def parse_frame(raw: bytes) -> m.BrokerMessage | None:
+    """Parse a broker frame; an rpcresponse's Buffers become bytes.
+
+    Frames over ``OFFLOAD_THRESHOLD`` are parsed in a thread, a slice at a time.
+
+    Raises:
+        RemoteProtocolError: malformed frame (as ``serde.parse_broker``).
+    """
+    if len(raw) > OFFLOAD_THRESHOLD:
+        return await asyncio.to_thread(parse_broker_frame, raw)
+    return parse_broker_frame(raw)
+
+
+async def _frames(ws: Any) -> AsyncIterator[bytes]:
+    """``async for raw in ws``, with text frames kept as UTF-8 bytes.
+
+    orjson reads bytes as they are; decoding 36 MB to ``str`` first would cost
+    the event loop ~25 ms for nothing. Ends on a normal close, like websockets'
+    own iterator; raises ``ConnectionClosedError`` otherwise.
+    """
+    try:
+        while True:
+            raw = await ws.recv(decode=False)
+            yield raw if isinstance(raw, bytes) else raw.encode()
+    except ConnectionClosedOK:
+        return
 
 
 async def _paced(pieces: Iterable[bytes | memoryview]) -> AsyncIterator[bytes]:
