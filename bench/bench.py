@@ -431,6 +431,7 @@ class Figures:
     idle_workers: int = -1
     packages: dict[str, float] = field(default_factory=dict)  # name -> ms (or bytes)
     binary: Row | None = None
+    data: dict[str, float] = field(default_factory=dict)  # bench/data_rows.py
 
 
 async def _latency_rows(broker: EmbeddedBroker, runner: RunnerProcess, plan: Plan,
@@ -451,6 +452,15 @@ async def _latency_rows(broker: EmbeddedBroker, runner: RunnerProcess, plan: Pla
     if sandboxed:
         log("binary helper probe ...")
         figures.binary = await binary_round_trip(broker, plan.big_runs)
+        log("workflow data tasks (1,000 items) ...")
+        figures.data = await _data_rows().measure(broker, plan.big_runs)
+
+
+def _data_rows() -> Any:
+    """bench/data_rows.py: the workflow-data rows (issue 14)."""
+    import importlib
+
+    return importlib.import_module("data_rows")
 
 
 def packages_available() -> bool:
@@ -675,6 +685,8 @@ def build_table(tb: Figures, fl: Figures, plan: Plan, pass_ms: float) -> Table:
                f"n={plan.pass_runs})", f"{p50 / pass_ms:.3f}x")
     if tb.binary is not None:
         table.text(tb.binary.what, tb.binary.measured)
+    if tb.data:
+        _data_rows().add_rows(table, tb.data, plan.big_runs)
     return table
 
 

@@ -51,7 +51,7 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
-from . import framing, helpers, restrict
+from . import framing, helpers, restrict, workflow
 
 __all__ = [
     "SHOWN_FILENAME",
@@ -614,12 +614,18 @@ def run_task(task: _Task, prepared: Prepared) -> Any:
         raise TaskFailed({"message": f"SyntaxError: {exc}", "description": "SyntaxError"}) \
             from None
     lines = task.code.splitlines()
+    # _input, _('Node'), _workflow ... (workflow.py): only if the code names them.
+    data = workflow.Session.open(code, _helper_call, task.items, task.per_item)
 
     if not task.per_item:
         namespace = prepared.fresh_globals(task.query)
         namespace["_items"] = task.items
         try:
+            if data is not None:
+                namespace.update(data.names(None))
             value = types.FunctionType(code, namespace)()
+            if data is not None:
+                data.finish()
         except BaseException as exc:  # SystemExit and KeyboardInterrupt included
             if _chain_has_memory_error(exc):
                 _memory_exit()
@@ -631,6 +637,8 @@ def run_task(task: _Task, prepared: Prepared) -> Any:
         namespace = prepared.fresh_globals(task.query, index)
         namespace["_item"] = item
         try:
+            if data is not None:
+                namespace.update(data.names(index))
             value = types.FunctionType(code, namespace)()
         except BaseException as exc:
             if _chain_has_memory_error(exc):
@@ -642,6 +650,11 @@ def run_task(task: _Task, prepared: Prepared) -> Any:
             continue
         if value is not None:
             results.append(wrap_item(value, index))
+    if data is not None:
+        try:
+            data.finish()
+        except BaseException as exc:
+            raise TaskFailed(runtime_error(exc, lines)) from None
     return results
 
 
