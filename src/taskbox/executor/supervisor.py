@@ -165,10 +165,12 @@ class Executor:
                    if layers.get("setuid") else None)
         if blocked:
             self.logger.warning(
-                "workers run as uid %d, which cannot read %s: user code can only import "
-                "modules the zygote preloaded (the allowlisted ones). Install Python in a "
-                "world-readable place or set TASKBOX_WORKER_UID", self.limits.worker_uid,
-                blocked)
+                "workers run as uid %d, which cannot read %s (the Python installation): "
+                "user code can import only the modules preloaded at start-up (the "
+                "allowlisted ones); other imports fail with 'not readable by uid %d'. "
+                "Fix: %s", self.limits.worker_uid, blocked, self.limits.worker_uid,
+                probe.unreadable_fix(self.limits.worker_uid, self.limits.worker_gid),
+                extra={"event": "python_unreadable"})
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="taskbox-zygote-supervisor")
         return dict(layers)
