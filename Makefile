@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit style types lint bench security e2e e2e-parity e2e-queue load faults all clean
+.PHONY: install run test unit style types lint bench security e2e e2e-parity e2e-data-env e2e-queue load faults all clean
 
 install: $(STAMP)
 
@@ -48,7 +48,7 @@ faults: install
 # the node helpers, made by its make_cases.py). run.sh
 # pins N8N_RUNNERS_TASK_TIMEOUT=60; the flag (it wins over the environment) lowers the
 # runner's timeout so case 84_timeout takes seconds, not a minute.
-E2E_CASES_DIR ?= ../shared/n8n-e2e/cases:e2e/cases:e2e/helper_cases
+E2E_CASES_DIR ?= ../shared/n8n-e2e/cases:e2e/cases:e2e/helper_cases:e2e/data_cases
 E2E_TASK_TIMEOUT ?= 8
 
 # Second pass: a runner with env access allowed and decimal/uuid/os allowed
@@ -60,6 +60,15 @@ e2e: install
 	../shared/n8n-e2e/install.sh
 	N8N_E2E_CASES_DIR='$(E2E_CASES_DIR)' ../shared/n8n-e2e/run.sh $(BIN)/taskbox connect --task-timeout $(E2E_TASK_TIMEOUT)
 	$(MAKE) --no-print-directory e2e-parity
+	$(MAKE) --no-print-directory e2e-data-env
+
+# Third pass: n8n allows env access in nodes (`_env`, e2e/data_env_cases; the variables
+# are e2e/data_cases/make_cases.py's ENV_PASS).
+E2E_DATA_ENV = N8N_BLOCK_ENV_ACCESS_IN_NODE=false TB14_VISIBLE=seen \
+	N8N_ENCRYPTION_KEY=tb14-e2e-throwaway-encryption-key
+
+e2e-data-env: install
+	$(E2E_DATA_ENV) N8N_E2E_CASES_DIR=e2e/data_env_cases ../shared/n8n-e2e/run.sh $(BIN)/taskbox connect --task-timeout $(E2E_TASK_TIMEOUT)
 
 e2e-parity: install
 	$(E2E_PARITY_ENV) N8N_E2E_CASES_DIR=e2e/parity_cases ../shared/n8n-e2e/run.sh $(BIN)/taskbox connect --task-timeout $(E2E_TASK_TIMEOUT)

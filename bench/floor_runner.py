@@ -22,7 +22,7 @@ import orjson
 
 import taskbox.executor
 from taskbox.cli import main
-from taskbox.executor import Limits, PrintSink, RpcCall, TaskOutcome, TaskSpec, failure
+from taskbox.executor import HelperCall, Limits, PrintSink, TaskOutcome, TaskSpec, failure
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
     from sandbox import execute
@@ -46,7 +46,8 @@ class InProcessExecutor:
     async def aclose(self) -> None:
         return None
 
-    async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: RpcCall) -> TaskOutcome:
+    async def run(self, spec: TaskSpec, on_print: PrintSink, on_rpc: HelperCall, *,
+                  deadline: float | None = None) -> TaskOutcome:
         try:
             code = execute.compile_user_code(spec.code)
             items = orjson.loads(spec.items_json) if spec.items_json else []

@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                           "as {\"json\": ...}")
     run.add_argument("--mode", choices=("all", "each"), default="all",
                      help="run once for all items (default) or once for each item")
+    run.add_argument("--context", metavar="JSON_FILE",
+                     help="other nodes' outputs, workflow and execution fields for _('Node'), "
+                          "_workflow, _execution ... (format: README, examples/context.json)")
     run.add_argument("--continue-on-fail", action="store_true",
                      help="return failures as {\"error\": ...} items, as n8n's On Error setting")
     run.add_argument("--time", action="store_true",
@@ -270,6 +273,23 @@ def _report_failure(outcome: Outcome) -> int:
     return {"timeout": EXIT_TIMEOUT, "memory": EXIT_MEMORY}.get(outcome.kind, EXIT_TASK_ERROR)
 
 
+def _read_context(source: str | None, items: list[Any]) -> dict[str, Any] | None:
+    """``--context``: load it and pair the input items with its last node (in place)."""
+    if source is None:
+        return None
+    from taskbox.broker.workflow_data import link_items, load_context
+
+    try:
+        with open(source, "rb") as handle:
+            context = load_context(orjson.loads(handle.read()))
+    except OSError as exc:
+        raise BadInput(f"--context {source}: {exc.strerror or exc}") from exc
+    except (ValueError, orjson.JSONDecodeError) as exc:  # ContextError is a ValueError
+        raise BadInput(f"--context {source}: {exc}") from exc
+    items[:] = link_items(items, context)
+    return context
+
+
 def _run(args: argparse.Namespace) -> int:
     env = _environ(args)
     for name in SECRET_VARS:  # the embedded broker mints its own
@@ -287,6 +307,7 @@ def _run(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"{args.file}: {getattr(exc, 'strerror', None) or exc}") from exc
         items = _read_json_items(args.items)
+        context = _read_context(args.context, items)
     except BadInput as exc:
         print(f"taskbox run: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -302,7 +323,8 @@ def _run(args: argparse.Namespace) -> int:
     from taskbox.standalone import run_snippet
 
     try:
-        outcome = asyncio.run(run_snippet(config, settings, on_print=_print_line))
+        outcome = asyncio.run(run_snippet(config, settings, on_print=_print_line,
+                                          context=context))
     except KeyboardInterrupt:
         print("taskbox run: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -313,6 +335,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"time: accept -> done {outcome.accept_to_done * 1000:.1f} ms "
               f"(submit -> accept {(outcome.submit_to_accept or 0) * 1000:.1f} ms)",
               file=sys.stderr)
+    for key, value in outcome.extras.items():  # what n8n would save (customData, staticData)
+        print(f"{key}: {orjson.dumps(value).decode()}", file=sys.stderr)
     if outcome.warning is not None:
         print(f"warning: n8n would ignore this failure (continue on fail) and pass the input "
               f"items on: {outcome.warning['message']}", file=sys.stderr)

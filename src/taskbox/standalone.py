@@ -69,6 +69,8 @@ class Outcome:
     warning: dict[str, Any] | None = None
     accept_to_done: float | None = None
     submit_to_accept: float | None = None
+    #: ``customData`` / ``staticData`` from taskdone: what n8n would save (issue 14).
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -78,6 +80,10 @@ class Outcome:
 def settle(raw: TaskOutcome, settings: dict[str, Any]) -> Outcome:
     """Apply n8n's Code-node checks to the broker's outcome."""
     outcome = _check(raw, settings)
+    if raw.data:
+        extras: dict[str, Any] = {k: v for k, v in raw.data.items()
+                                  if k in ("customData", "staticData")}
+        outcome = replace(outcome, extras=extras)
     if raw.accepted_at is None:
         return outcome
     return replace(outcome, accept_to_done=raw.done_at - raw.accepted_at,
@@ -136,9 +142,11 @@ class LocalRunner:
         await ready
 
     async def submit(self, settings: dict[str, Any],
-                     on_print: Callable[[list[Any]], None] | None = None) -> Outcome:
+                     on_print: Callable[[list[Any]], None] | None = None,
+                     context: dict[str, Any] | None = None) -> Outcome:
+        """Run one task; ``context`` (broker/workflow_data.py) answers its data requests."""
         raw = await self.broker.submit(settings, timeout=self.config.limits.task_timeout + 10.0,
-                                       on_print=on_print)
+                                       on_print=on_print, context=context)
         return settle(raw, settings)
 
     async def aclose(self) -> None:
@@ -151,11 +159,12 @@ class LocalRunner:
 
 
 async def run_snippet(config: Config, settings: dict[str, Any],
-                      on_print: Callable[[list[Any]], None] | None = None) -> Outcome:
+                      on_print: Callable[[list[Any]], None] | None = None,
+                      context: dict[str, Any] | None = None) -> Outcome:
     """Execute one Code-node task and return its checked outcome."""
     local = LocalRunner(config)
     try:
         await local.start()
-        return await local.submit(settings, on_print)
+        return await local.submit(settings, on_print, context)
     finally:
         await local.aclose()

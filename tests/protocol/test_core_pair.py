@@ -16,6 +16,7 @@ from taskbox.protocol.broker import (
     MSG_CANCELLED,
     MSG_DRAINING,
     RPC_METHOD_NOT_ALLOWED,
+    DataRequested,
     NodeOutput,
     RequestFinished,
     RpcRequested,
@@ -127,6 +128,35 @@ def test_a_helper_call_is_answered_by_the_requester() -> None:
     assert pair.take_wire() == to_runner(m.RpcResponse(task_id, "c1", "success", {"body": "ok"}))
     assert pair.take_runner_events() == [RpcResult(task_id, "c1", True, {"body": "ok"})]
     assert len(pair.runner.calls) == 0
+
+
+DATA_PARAMS = {"dataOfNodes": ["A"], "prevNode": False, "input": {"include": False},
+               "env": False}
+
+
+def test_a_data_request_is_answered_by_the_requester() -> None:
+    pair = connected()
+    task_id = running(pair)
+    request_id = pair.runner.send_data_request(task_id, DATA_PARAMS)
+    pair.pump()
+    assert pair.take_wire() == to_broker(m.TaskDataRequest(task_id, request_id, DATA_PARAMS))
+    (asked,) = pair.take_broker_events()
+    assert asked == DataRequested("q1", task_id, "r1", request_id, DATA_PARAMS, SETTINGS)
+    assert pair.broker.respond_data(task_id, request_id, {"workflow": {}})
+    pair.pump()
+    assert pair.take_wire() == to_runner(m.TaskDataResponse(task_id, request_id,
+                                                           {"workflow": {}}))
+    assert pair.take_runner_events() == [RpcResult(task_id, request_id, True, {"workflow": {}})]
+    assert len(pair.runner.calls) == 0
+
+
+def test_a_data_request_without_input_is_never_answered_as_by_n8n() -> None:
+    pair = connected()
+    task_id = running(pair)
+    pair.runner.send_data_request(task_id, {"dataOfNodes": "all"})
+    pair.pump()
+    pair.take_wire()
+    assert pair.take_broker_events() == []  # n8n throws on input.include and stays silent
 
 
 def test_a_name_outside_the_allowlist_is_refused_by_the_broker() -> None:
@@ -250,6 +280,9 @@ def test_every_message_crosses_the_link_both_ways() -> None:
     pair.connect()
     pair.submit("q1", SETTINGS)
     pair.runner.send_rpc("t1", "logNodeOutput", ["'x'"])
+    data_request = pair.runner.send_data_request("t1", DATA_PARAMS)
+    pair.pump()
+    assert pair.broker.respond_data("t1", data_request, {})
     pair.pump()
     assert pair.finish("t1", result=[])
     pair.submit("q2", SETTINGS)

@@ -44,6 +44,7 @@ from taskbox.protocol.broker import (
     MSG_UNRESPONSIVE,
     BrokerEvent,
     BrokerProtocol,
+    DataRequested,
     NodeOutput,
     RequestFinished,
     RpcRequested,
@@ -63,6 +64,7 @@ from taskbox.protocol.serde import dumps_json, parse_broker, serialize, to_wire
 
 from .grants import GrantStore
 from .helpers import OFFLOAD_THRESHOLD, call_helper
+from .workflow_data import build_response
 
 __all__ = ["BrokerOutcome", "EmbeddedBroker", "TaskOutcome", "serve"]
 
@@ -127,6 +129,7 @@ class _Pending:
     runner_id: str | None = None
     accepted_at: float | None = None
     on_print: Callable[[list[Any]], None] | None = None
+    context: dict[str, Any] | None = None  # what data requests are answered from
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +410,7 @@ class EmbeddedBroker:
         task_type: str = "python",
         timeout: float | None = None,
         on_print: Callable[[list[Any]], None] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> TaskOutcome:
         """Ask for a task and wait for its outcome (safe to call concurrently).
 
@@ -416,6 +420,8 @@ class EmbeddedBroker:
             timeout: this task's execution timeout (s); default ``task_timeout``.
             on_print: called with each ``logNodeOutput``'s params as it arrives (they
                 are in the outcome's ``prints`` too).
+            context: the rest of the workflow for data requests
+                (``workflow_data.load_context``); None answers from the settings alone.
 
         Returns:
             The outcome; errors (including broker timeouts) are outcomes, not exceptions.
@@ -428,7 +434,8 @@ class EmbeddedBroker:
         self._request_seq += 1
         request_id = f"req-{self._request_seq}"
         now = self._clock()
-        pending = _Pending(asyncio.get_running_loop().create_future(), now, on_print=on_print)
+        pending = _Pending(asyncio.get_running_loop().create_future(), now, on_print=on_print,
+                           context=context)
         self._pending[request_id] = pending
         try:
             self._core.submit(request_id, task_type, settings, now, task_timeout=timeout)
@@ -795,6 +802,12 @@ class EmbeddedBroker:
         self._schedule_tick()
 
     def _on_core_event(self, event: BrokerEvent) -> None:
+        if isinstance(event, DataRequested):
+            asking = self._pending.get(event.request_id)
+            answer = build_response(asking.context if asking else None, event.settings,
+                                    event.params)
+            self._core.respond_data(event.task_id, event.data_request_id, answer)
+            return
         if isinstance(event, RpcRequested):
             conn = self._registered.get(event.runner_id)
             if conn is not None:

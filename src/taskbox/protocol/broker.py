@@ -41,6 +41,8 @@ from taskbox.protocol.messages import (
     RunnerRegistered,
     TaskAccepted,
     TaskCancel,
+    TaskDataRequest,
+    TaskDataResponse,
     TaskDeferred,
     TaskDone,
     TaskErrorReport,
@@ -64,6 +66,7 @@ __all__ = [
     "TRANSITIONS",
     "BrokerEvent",
     "BrokerProtocol",
+    "DataRequested",
     "NodeOutput",
     "RequestFinished",
     "RpcRequested",
@@ -232,6 +235,18 @@ class RpcRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class DataRequested:
+    """A runner:taskdatarequest for a running task; answer it with ``respond_data``."""
+
+    request_id: str
+    task_id: str
+    runner_id: str
+    data_request_id: str
+    params: dict[str, Any]
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFinished:
     """The request is over: ``data`` from taskdone, or an ``error`` object."""
 
@@ -252,7 +267,8 @@ class RunnerDropped:
     reason: str
 
 
-BrokerEvent = TaskAssigned | TaskStarted | NodeOutput | RpcRequested | RequestFinished | RunnerDropped
+BrokerEvent = (TaskAssigned | TaskStarted | NodeOutput | RpcRequested | DataRequested
+               | RequestFinished | RunnerDropped)
 
 
 # --- internal state -----------------------------------------------------------------
@@ -552,6 +568,8 @@ class BrokerProtocol:
             self._on_offer(runner, msg, now)
         elif isinstance(msg, RpcCall):
             self._on_rpc(runner, msg)
+        elif isinstance(msg, TaskDataRequest):
+            self._on_data_request(runner, msg)
         elif isinstance(msg, TaskAccepted | TaskRejected | TaskDeferred | TaskDone
                         | TaskErrorReport):
             task = self._tasks.get(msg.task_id)
@@ -627,6 +645,32 @@ class BrokerProtocol:
         else:
             self._events.append(RpcRequested(request.request_id, task.task_id, runner.runner_id,
                                              msg.call_id, msg.name, msg.params, request.settings))
+
+    def _on_data_request(self, runner: _Runner, msg: TaskDataRequest) -> None:
+        task = self._tasks.get(msg.task_id)
+        if task is None or task.runner_id != runner.runner_id or task.phase is not TaskPhase.RUNNING:
+            logger.debug("Ignoring data request for unknown task %s", msg.task_id)
+            return
+        if not isinstance(msg.request_params.get("input"), dict):
+            # n8n throws reading input.include and never answers (n8n-data-access.md §2).
+            logger.error("Data request %s without requestParams.input: not answered",
+                         msg.request_id)
+            return
+        self._events.append(DataRequested(task.request.request_id, task.task_id,
+                                          runner.runner_id, msg.request_id, msg.request_params,
+                                          task.request.settings))
+
+    def respond_data(self, task_id: str, data_request_id: str, data: Any) -> bool:
+        """Answer a ``DataRequested``; dropped if the task finished meanwhile.
+
+        Returns:
+            True if ``broker:taskdataresponse`` was queued.
+        """
+        task = self._tasks.get(task_id)
+        if task is None or task.phase is not TaskPhase.RUNNING:
+            return False
+        self._out.append((task.runner_id, TaskDataResponse(task_id, data_request_id, data)))
+        return True
 
     def respond_rpc(self, task_id: str, call_id: str, status: str, data: Any = None) -> bool:
         """Answer an ``RpcRequested``; dropped if the task finished meanwhile (§10).

@@ -17,6 +17,7 @@ BROKER_TASK_SETTINGS = "broker:tasksettings"
 BROKER_TASK_CANCEL = "broker:taskcancel"
 BROKER_RPC_RESPONSE = "broker:rpcresponse"
 BROKER_DRAIN = "broker:drain"
+BROKER_TASK_DATA_RESPONSE = "broker:taskdataresponse"
 RUNNER_INFO = "runner:info"
 RUNNER_TASK_OFFER = "runner:taskoffer"
 RUNNER_TASK_ACCEPTED = "runner:taskaccepted"
@@ -25,6 +26,7 @@ RUNNER_TASK_DEFERRED = "runner:taskdeferred"
 RUNNER_TASK_DONE = "runner:taskdone"
 RUNNER_TASK_ERROR = "runner:taskerror"
 RUNNER_RPC = "runner:rpc"
+RUNNER_TASK_DATA_REQUEST = "runner:taskdatarequest"
 
 # Exact rejection reasons n8n's runners use (protocol.md §6).
 REJECT_OFFER_EXPIRED = "Offer expired - not accepted within validity window"
@@ -85,6 +87,16 @@ class RpcResponse:
     task_id: str
     call_id: str
     status: str
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDataResponse:
+    """Answer to a runner:taskdatarequest: n8n's DataRequestResponse (n8n-data-access.md §3.2)."""
+
+    TYPE: ClassVar[str] = BROKER_TASK_DATA_RESPONSE
+    task_id: str
+    request_id: str
     data: Any = None
 
 
@@ -167,19 +179,31 @@ class RpcCall:
     params: list[Any]
 
 
+@dataclass(frozen=True, slots=True)
+class TaskDataRequest:
+    """runner:taskdatarequest; ``request_params`` must hold all four keys (dataOfNodes,
+    prevNode, input, env): n8n never answers a request without ``input``."""
+
+    TYPE: ClassVar[str] = RUNNER_TASK_DATA_REQUEST
+    task_id: str
+    request_id: str
+    request_params: dict[str, Any]
+
+
 BrokerMessage = (
     InfoRequest | RunnerRegistered | TaskOfferAccept | TaskSettings | TaskCancel | RpcResponse
-    | Drain
+    | Drain | TaskDataResponse
 )
 RunnerMessage = (
     RunnerInfo | TaskOffer | TaskAccepted | TaskRejected | TaskDeferred | TaskDone
-    | TaskErrorReport | RpcCall
+    | TaskErrorReport | RpcCall | TaskDataRequest
 )
 
 BROKER_MESSAGE_TYPES: tuple[type[BrokerMessage], ...] = (
     InfoRequest, RunnerRegistered, TaskOfferAccept, TaskSettings, TaskCancel, RpcResponse, Drain,
+    TaskDataResponse,
 )
 RUNNER_MESSAGE_TYPES: tuple[type[RunnerMessage], ...] = (
     RunnerInfo, TaskOffer, TaskAccepted, TaskRejected, TaskDeferred, TaskDone, TaskErrorReport,
-    RpcCall,
+    RpcCall, TaskDataRequest,
 )

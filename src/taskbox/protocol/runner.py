@@ -176,6 +176,12 @@ class RunnerProtocol:
                     RpcResult(msg.task_id, msg.call_id, msg.status == "success", msg.data))
             else:
                 log.debug("rpc response for unknown call %s ignored", msg.call_id)
+        elif isinstance(msg, m.TaskDataResponse):
+            # Answers share the RPC id book and event: the waiter does not care which.
+            if self.calls.resolve(msg.request_id, msg.task_id):
+                self._events.append(RpcResult(msg.task_id, msg.request_id, True, msg.data))
+            else:
+                log.debug("data response for unknown request %s ignored", msg.request_id)
         elif isinstance(msg, m.Drain):
             self.stop_offering()
             self._events.append(DrainRequested())
@@ -194,7 +200,8 @@ class RunnerProtocol:
         self.offers.clear()
 
     def finish_task(self, task_id: str, now: float, *, result: Any = None,
-                    error: dict[str, Any] | None = None) -> bool:
+                    error: dict[str, Any] | None = None,
+                    extras: dict[str, Any] | None = None) -> bool:
         """Report a task's outcome: exactly one taskdone or taskerror.
 
         Returns:
@@ -205,7 +212,8 @@ class RunnerProtocol:
             return False
         if error is None:
             self.tasks.apply(task_id, TaskEvent.DONE)
-            self._out.append(m.TaskDone(task_id, {"result": result}))
+            # extras: customData / staticData from workflow data access (issue 14).
+            self._out.append(m.TaskDone(task_id, {"result": result, **(extras or {})}))
         else:
             self.tasks.apply(task_id, TaskEvent.ERROR)
             self._out.append(m.TaskErrorReport(task_id, error))
@@ -226,6 +234,15 @@ class RunnerProtocol:
     def send_failed(self) -> None:
         """The transport broke while sending: nothing queued will ever arrive (h11's name)."""
         self.connection_lost()
+
+    def send_data_request(self, task_id: str, params: dict[str, Any]) -> str:
+        """Queue a runner:taskdatarequest for a task; returns its request id.
+
+        The answer arrives as an ``RpcResult`` with that id (ok, data).
+        """
+        request_id = self.calls.open(task_id)
+        self._out.append(m.TaskDataRequest(task_id, request_id, params))
+        return request_id
 
     def connection_lost(self) -> list[str]:
         """The socket is gone: the broker has failed our tasks. Returns their ids."""

@@ -145,7 +145,8 @@ class Executions:
         started = self._conn.now()
         channel = TaskChannel(self._router, task_id, timeout=self._config.rpc_timeout,
                               max_calls=self._config.rpc_max_calls,
-                              max_payload=self._config.max_payload)
+                              max_payload=self._config.max_payload
+                              ).with_data(str(event.settings.get("code", "")))
         extra: dict[str, Any] = {"task_id": task_id}
         try:
             try:
@@ -157,7 +158,8 @@ class Executions:
             await channel.prints_answered()
             duration = self._conn.now() - started
             self._metrics.observe_task(outcome.kind, duration)
-            sent = await self._report(task_id, outcome)
+            sent = await self._report(task_id, outcome,
+                                      channel.data.extras if channel.data else None)
             log.info("task %s finished: %s in %.1f ms%s", task_id, outcome.kind,
                      duration * 1000,
                      "" if sent else " (not reported: the broker already dropped it)",
@@ -211,13 +213,18 @@ class Executions:
         finally:
             execution.in_sandbox = False
 
-    async def _report(self, task_id: str, outcome: TaskOutcome) -> bool:
-        """Send the one taskdone or taskerror; False if the broker can no longer get it."""
+    async def _report(self, task_id: str, outcome: TaskOutcome,
+                      extras: dict[str, Any] | None = None) -> bool:
+        """Send the one taskdone or taskerror; False if the broker can no longer get it.
+
+        ``extras``: customData / staticData for taskdone (runner/workflow_data.py).
+        """
         with contextlib.suppress(ConnectionClosed):
             async with self._conn.send_context() as proto:
                 if outcome.ok:
                     result = (orjson.Fragment(outcome.result_json)
                               if outcome.result_json is not None else outcome.result)
-                    return proto.finish_task(task_id, self._conn.now(), result=result)
+                    return proto.finish_task(task_id, self._conn.now(), result=result,
+                                             extras=extras)
                 return proto.finish_task(task_id, self._conn.now(), error=outcome.error)
         return False

@@ -39,6 +39,7 @@ from taskbox.protocol.buffers import check_rpc_params, has_bytes
 from taskbox.protocol.runner import RpcResult, RunnerProtocol
 from taskbox.runner.connection import CLOSED_TEXT, OFFLOAD_THRESHOLD, Connection
 from taskbox.runner.prints import settle_prints
+from taskbox.runner.workflow_data import TaskData, is_data_call
 
 __all__ = ["HELPER_PREFIX", "METHOD_NOT_ALLOWED", "RpcRouter", "TaskChannel", "check_params",
            "refusal"]
@@ -150,6 +151,19 @@ class TaskChannel:
         self._max_payload = max_payload
         self._calls = 0
         self._prints: list[asyncio.Future[Answer]] = []
+        #: ``_('Node')``, ``_workflow`` ... (runner/workflow_data.py); set per task.
+        self.data: TaskData | None = None
+
+    def with_data(self, code: str) -> TaskChannel:
+        """Answer the worker's workflow-data calls for ``code`` (one data request at most)."""
+        self.data = TaskData(code, self.data_request)
+        return self
+
+    async def data_request(self, params: dict[str, Any]) -> Answer:
+        """One runner:taskdatarequest for this task; the task id is ours, never the worker's."""
+        return await self._router.request(
+            self.task_id, lambda proto: proto.send_data_request(self.task_id, params),
+            self._timeout, "Data request")
 
     def on_print(self, args: list[str]) -> None:
         """One ``print`` call's formatted arguments (the executor's ``PrintSink``)."""
@@ -158,6 +172,10 @@ class TaskChannel:
 
     async def on_rpc(self, name: str, params: list[Any]) -> Answer:
         """A node helper call from user code (the executor's ``HelperCall``)."""
+        if is_data_call(name):
+            if self.data is None:
+                return False, "workflow data is not available here"
+            return await self.data.handle(name, params)
         self._calls += 1
         if self._calls > self._max_calls:
             return False, (f"Too many helper calls: the limit is {self._max_calls}"
