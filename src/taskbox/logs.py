@@ -56,8 +56,8 @@ EVENTS: dict[str, str] = {
     "rejecting task %s: %s": "task_rejected",
     "executor failed on task %s": "executor_failed",
     # sandbox
-    "sandbox ready: zygote pid %s keeps %d workers ready; layers %s; workers' process "
-    "limit %s": "sandbox_ready",
+    "sandbox ready: zygote pid %s keeps %d workers ready, %d under load; layers %s; "
+    "workers' process limit %s": "sandbox_ready",
     "workers run as the runner's own uid %d (not root, so no uid drop): only no_new_privs, "
     "non-dumpable processes, seccomp and Landlock keep user code away from the runner's "
     "and the zygote's files, /proc entries and signals": "uid_drop_missing",
