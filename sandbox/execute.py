@@ -244,17 +244,14 @@ def compile_user_code(code: str) -> types.CodeType:
         body=rest or [ast.Pass(lineno=1, col_offset=0)],
         decorator_list=[], returns=None, type_comment=None, lineno=1, col_offset=0,
     )
-<<<<<<< HEAD
-    fn = restrict.FormatGuard().visit(_ExceptHookInserter().visit(fn))
-    module = ast.Module(body=[*head, fn], type_ignores=[])
-    ast.fix_missing_locations(module)
-=======
     # Every node made here carries its location, so no walk of the whole tree is
-    # needed; and without ``try`` in the text there is no except clause to hook.
+    # needed; and without ``try`` in the text there is no except clause to hook,
+    # without ``format``/``get_field`` no call for the format guard (restrict.py).
     if "try" in code:
         fn = _ExceptHookInserter().visit(fn)
+    if "format" in code or "get_field" in code:
+        fn = restrict.FormatGuard().visit(fn)
     module = ast.Module(body=[*head, fn], type_ignores=[])
->>>>>>> main
     compiled = compile(module, USER_FILENAME, "exec", dont_inherit=True)
     for const in compiled.co_consts:
         if isinstance(const, types.CodeType) and const.co_name == _WRAPPER_NAME:

@@ -348,7 +348,9 @@ class FormatGuard(ast.NodeTransformer):
         self.generic_visit(node)
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr in _FORMAT_METHODS:
-            call = ast.Call(ast.Name(FORMAT_GUARD, ast.Load()),
-                            [ast.Constant(func.attr), func.value, *node.args], node.keywords)
+            # Every new node gets the call's location (no fix_missing_locations walk).
+            name = ast.copy_location(ast.Name(FORMAT_GUARD, ast.Load()), func)
+            method = ast.copy_location(ast.Constant(func.attr), func)
+            call = ast.Call(name, [method, func.value, *node.args], node.keywords)
             return ast.copy_location(call, node)
         return node
