@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from taskbox.broker import EmbeddedBroker
+from taskbox.executor.pool import IDLE_WORKERS
 from tests.integration.conftest import runner_env, settings
 
 pytestmark = pytest.mark.skipif(
@@ -64,7 +65,7 @@ async def _orphans_are_reaped(broker: EmbeddedBroker, argv: list[str],
         [pid1] = children(proc.pid)  # unshare's child: PID 1 inside
         runner = pid1 if runner_is_pid1 else children(pid1)[0]
         async with asyncio.timeout(20):
-            while len(descendants(runner)) < 5:  # the zygote and its 4 ready workers
+            while len(descendants(runner)) < 1 + IDLE_WORKERS:  # the zygote, its idle pool
                 await asyncio.sleep(0.05)
         [zygote] = children(runner)
         orphans = children(zygote)
@@ -74,7 +75,8 @@ async def _orphans_are_reaped(broker: EmbeddedBroker, argv: list[str],
             while True:
                 kids = children(runner)
                 zombies = [k for k in children(pid1) + kids if state(k) == "Z"]
-                if not zombies and kids and zygote not in kids and len(descendants(runner)) >= 5:
+                if not zombies and kids and zygote not in kids \
+                        and len(descendants(runner)) >= 1 + IDLE_WORKERS:
                     break
                 await asyncio.sleep(0.1)
         assert all(state(o) == "gone" for o in orphans)

@@ -158,8 +158,9 @@ class Executor:
                 f"({probe.describe_layers(layers)})")
         self.layers = layers
         self._install(zygote)
-        self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready; layers %s",
-                         zygote.pid, self.max_concurrency + 1, probe.describe_layers(layers))
+        self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready, %d under load; "
+                         "layers %s", zygote.pid, zygote.idle_size, zygote.full_size,
+                         probe.describe_layers(layers))
         blocked = (probe.unreadable_for(self.limits.worker_uid, self.limits.worker_gid)
                    if layers.get("setuid") else None)
         if blocked:
