@@ -116,8 +116,29 @@ async def test_all_items_with_success(n8n: Pair) -> None:
 
 
 async def test_all_items_with_error(n8n: Pair) -> None:
-    err = error(await n8n.run("raise ValueError('Intentional error')"))
+    """n8n's message is ``str(e)``; taskbox's adds the class and the user's line
+    (deliberate: the node's title names what failed where), plus lineNumber and stack."""
+    err = error(await n8n.run("x = 1\nraise ValueError('Intentional error')"))
     assert "Intentional error" in err["message"]
+    assert err["message"] == "ValueError: Intentional error [line 2]"
+    assert err["description"] == "ValueError" and err["lineNumber"] == 2
+    assert 'File "<code>", line 2' in err["stack"] and "taskbox" not in err["stack"]
+
+
+async def test_syntax_error_text_and_line(n8n: Pair) -> None:
+    """n8n: ``'(' was never closed (<unknown>, line 1)``, message only."""
+    err = error(await n8n.run("x = 1\nreturn ("))
+    assert err["message"] == "SyntaxError: '(' was never closed [line 2]"
+    assert err["lineNumber"] == 2
+
+
+@pytest.mark.parametrize("mode", ["all_items", "per_item"])
+async def test_query_is_none_outside_tool_nodes(n8n: Pair, mode: str) -> None:
+    """All items: ``_query`` as n8n's runner (None unless a tool node sends one); per
+    item taskbox defines it too (n8n's runner has no ``_query`` there)."""
+    code = "return {'q': _query}" if mode == "per_item" else "return [{'q': _query}]"
+    result = done(await n8n.run(code, mode, [{"json": {}}]))
+    assert (result[0]["json"] if mode == "per_item" else result[0]) == {"q": None}
 
 
 async def test_all_items_with_continue_on_fail(n8n: Pair) -> None:
@@ -263,6 +284,12 @@ async def test_cannot_bypass_import_restrictions_via_spec_loader(n8n: Pair) -> N
     err = error(await n8n.run("m = __spec__.loader.load_module('os')\nreturn []"))
     assert err["message"] == "Security violations detected"
     assert "__spec__" in err["description"]
+
+
+async def test_cannot_bypass_import_restrictions_via_loader(n8n: Pair) -> None:
+    err = error(await n8n.run("m = __loader__.load_module('os')\nreturn []"))
+    assert err["message"] == "Security violations detected"
+    assert "'__loader__'" in err["description"]
 
 
 async def test_cannot_bypass_import_restrictions_via_sys_builtins(wildcard: Pair) -> None:
@@ -505,3 +532,33 @@ async def test_unanswered_helper_calls_still_wait_for_their_timeout(short_rpc: P
     elapsed = time.monotonic() - started
     assert result == [{"error": "Helper call helpers.httpRequest timed out after 1 s"}]
     assert 1.0 <= elapsed < 4.0
+
+
+# ---------------------------------------------------------------- exit codes
+
+
+async def test_sigterm_when_idle_exits_0() -> None:
+    broker = SilentBroker()
+    await broker.start()
+    runner = RunnerProcess(broker)
+    try:
+        await runner.start()
+        await broker.wait_for(lambda m: m.get("type") == "runner:taskoffer", 10)
+        assert await runner.stop() == 0
+    finally:
+        await runner.stop()
+        await broker.stop()
+
+
+async def test_invalid_configuration_exits_2_naming_the_variable() -> None:
+    broker = SilentBroker()
+    await broker.start()
+    runner = RunnerProcess(broker, N8N_RUNNERS_MAX_CONCURRENCY="lots")
+    try:
+        with pytest.raises(RuntimeError):
+            await runner.start(timeout=20)
+        assert await runner.stop() == 2
+        assert ("invalid configuration: N8N_RUNNERS_MAX_CONCURRENCY: must be an integer, "
+                "got 'lots'") in runner.stdout
+    finally:
+        await broker.stop()
