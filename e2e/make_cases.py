@@ -94,6 +94,12 @@ def _out(node: str, output: int = 0) -> str:
     return f"[i['json'] for i in run[{node!r}][0]['data']['main'][{output}]]"
 
 
+def _refused(message: str) -> dict[str, Any]:
+    """n8n's Code node refused the result: the execution fails with ``message``."""
+    return {"status": 500, "json": {"message": "Error in workflow"},
+            "execution": {"status": "error", "check": f"err['message'] == {json.dumps(message)}"}}
+
+
 CASES: list[Case] = [
     # ------------------------------------------------------------------ continueOnFail
     Case(
@@ -524,9 +530,7 @@ CASES: list[Case] = [
         code="return [1, 2]",
         body=items({"x": 1}),
         timeout=30,
-        expect={"status": 500, "json": {"message": "Error in workflow"},
-                "execution": {"status": "error",
-                              "check": "err['message'] == \"Code doesn't return items properly\""}},
+        expect=_refused("Code doesn't return items properly"),
     ),
     Case(
         name="94_per_item_scalar_return",
@@ -537,10 +541,7 @@ CASES: list[Case] = [
         code="return 42",
         body=items({"x": 1}),
         timeout=30,
-        expect={"status": 500, "json": {"message": "Error in workflow"},
-                "execution": {"status": "error",
-                              "check": "err['message'] == \"A 'json' property isn't a "
-                                       "dictionary [item 0]\""}},
+        expect=_refused("A 'json' property isn't a dictionary [item 0]"),
     ),
     Case(
         name="98_all_items_mixed_item_keys",
@@ -550,9 +551,7 @@ CASES: list[Case] = [
         code="return [{'json': {'a': 1}, 'extra': 2}]",
         body=items({"x": 1}),
         timeout=30,
-        expect={"status": 500, "json": {"message": "Error in workflow"},
-                "execution": {"status": "error",
-                              "check": "err['message'] == \"Invalid output format [item 0]\""}},
+        expect=_refused("Invalid output format [item 0]"),
     ),
     Case(
         name="89_many_prints_unicode",
