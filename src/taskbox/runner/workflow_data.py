@@ -121,7 +121,8 @@ class TaskData:
         static = extras.get("staticData")
         if static is not None:
             if not isinstance(static, dict) or not all(
-                    k == "global" or k.startswith("node:") for k in static):
+                    (k == "global" or k.startswith("node:")) and isinstance(v, dict)
+                    for k, v in static.items()):
                 return False, "staticData must map 'global' / 'node:<name>' to objects"
             checked["staticData"] = static
         self.extras = checked
