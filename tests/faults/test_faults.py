@@ -122,6 +122,9 @@ async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
         sandbox = await runner.sandbox()
         await until(lambda: sandbox.ready_workers == IDLE_WORKERS)
         zygote = psutil.Process(sandbox.zygote_pid)  # type: ignore[attr-defined]
+        # The worker that served assert_serves is killed and reaped after its outcome;
+        # until the zygote has reaped it (and settled its pool) it is a child too.
+        await until(lambda: len(zygote.children()) == IDLE_WORKERS)
         idle = zygote.children()
         assert len(idle) == IDLE_WORKERS  # the idle pool, all ready
         for worker in idle:

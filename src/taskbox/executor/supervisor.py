@@ -556,7 +556,9 @@ class Executor:
         # a SIGKILL we did not send, after (about) the whole CPU budget was used,
         # is the CPU limit. rusage lags the kernel's precise clock by a tick or
         # more under load, hence the margin.
-        if signum == signal.SIGXCPU or (signum == signal.SIGKILL and not worker.killed
+        # We may have sent a SIGKILL too (after its channel closed, when the exit
+        # report was slow): a worker that used its whole CPU budget still hit the limit.
+        if signum == signal.SIGXCPU or (signum == signal.SIGKILL
                                         and ended.cpu >= cpu_limit * 0.8):
             return failure(spec, f"Task exceeded the CPU time limit of "
                            f"{format_seconds(cpu_limit)}", kind="cpu")
