@@ -551,6 +551,14 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     print("n8n recorded for the fault phase's executions: " + tally(
         row["status"] + (f" ({row['error']})" if row["error"] else "")
         for res in fault for row in rows.get(res.index, [])))
+    examples: dict[str, list[str]] = {}
+    for res in fault:
+        for row in rows.get(res.index, []):
+            if row["status"] != "success":
+                examples.setdefault(row["error"], []).append(str(row["id"]))
+    if examples:
+        print("  e.g. execution ids (execution_entity.id): " + "; ".join(
+            f"{k}: {', '.join(v[:3])}" for k, v in sorted(examples.items())))
     print("failed requests' HTTP answers: " + tally(
         f"{r.status} {r.detail[:50]}" for r in fault if not r.ok))
     print()
