@@ -208,8 +208,10 @@ def _except_hook() -> None:
 class _ExceptHookInserter(ast.NodeTransformer):
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> ast.ExceptHandler:
         self.generic_visit(node)
-        call = ast.Expr(ast.Call(ast.Name(_EXCEPT_HOOK, ast.Load()), [], []))
-        node.body.insert(0, ast.copy_location(call, node.body[0]))
+        first = node.body[0]
+        name = ast.copy_location(ast.Name(_EXCEPT_HOOK, ast.Load()), first)
+        call = ast.Expr(ast.copy_location(ast.Call(name, [], []), first))
+        node.body.insert(0, ast.copy_location(call, first))
         return node
 
 
@@ -242,8 +244,11 @@ def compile_user_code(code: str) -> types.CodeType:
         body=rest or [ast.Pass(lineno=1, col_offset=0)],
         decorator_list=[], returns=None, type_comment=None, lineno=1, col_offset=0,
     )
-    module = ast.Module(body=[*head, _ExceptHookInserter().visit(fn)], type_ignores=[])
-    ast.fix_missing_locations(module)
+    # Every node made here carries its location, so no walk of the whole tree is
+    # needed; and without ``try`` in the text there is no except clause to hook.
+    if "try" in code:
+        fn = _ExceptHookInserter().visit(fn)
+    module = ast.Module(body=[*head, fn], type_ignores=[])
     compiled = compile(module, USER_FILENAME, "exec", dont_inherit=True)
     for const in compiled.co_consts:
         if isinstance(const, types.CodeType) and const.co_name == _WRAPPER_NAME:
@@ -520,21 +525,27 @@ class _Task:
 class Prepared:
     """Everything that does not depend on the task, built before it arrives.
 
-    A worker builds this right after confinement, while it waits: the policy,
-    the builtins table, the importlib guards and a warm-up run through the
-    compiler, the eval loop and the JSON codec. The copy-on-write page faults a
-    fresh fork pays on first touch then happen off the task's critical path.
+    The zygote builds it once before forking (the policy, the builtins table,
+    the importlib guards), so every worker shares those pages instead of
+    building and so writing its own. A worker attaches its printer and, while
+    it waits, makes a warm-up run through the compiler, the eval loop and the
+    JSON codec: the copy-on-write page faults a fresh fork pays on first touch
+    then happen off the task's critical path.
     """
 
-    def __init__(self, limits: dict[str, Any], printer: Callable[..., None]) -> None:
+    def __init__(self, limits: dict[str, Any]) -> None:
         policy = restrict.ImportPolicy(limits.get("stdlib_allow", ()),
                                        limits.get("external_allow", ()),
                                        bool(limits.get("allow_transitive_imports")))
         self.table = restrict.safe_builtins(limits.get("builtins_deny", ()),
                                             policy.make_import())
+        self.printer: Callable[..., None] = _no_print
+        restrict.guard_importlib(policy)
+
+    def attach(self, printer: Callable[..., None]) -> None:
+        """Route the task's ``print`` to this worker's channel."""
         self.table["print"] = printer
         self.printer = printer
-        restrict.guard_importlib(policy)
 
     def warm_up(self) -> None:
         """Exercise the hot path once on a dummy task (nothing is sent)."""
@@ -554,6 +565,10 @@ class Prepared:
                 "print": self.printer, "_query": query,
                 "_helpers": helpers.Helpers(_helper_call, item_index),
                 _EXCEPT_HOOK: _except_hook}
+
+
+def _no_print(*args: Any, **kwargs: Any) -> None:
+    """``print`` before a worker attached its channel (never reached by a task)."""
 
 
 def warm_up_shared(rounds: int = 16) -> None:
@@ -649,15 +664,19 @@ def _payload_error(size: int, limit: int) -> dict[str, Any]:
     return {"message": message, "description": message}
 
 
-def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
-    """Prepare, read one task from ``sock``, run it and send its outcome."""
+def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None = None) -> None:
+    """Prepare, read one task from ``sock``, run it and send its outcome.
+
+    ``prepared`` is the zygote's (shared by every fork); without one it is built here.
+    """
     global _channel
     max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
     channel = _Channel(sock, max_payload + 65_536)
     _channel = channel
     os.environ.clear()  # the zygote's LANG; a task sees nothing or its own "env" below
-    prepared = Prepared(limits, _Printer(channel, int(limits.get("print_cap_bytes",
-                                                                  1 << 20))).make())
+    if prepared is None:
+        prepared = Prepared(limits)
+    prepared.attach(_Printer(channel, int(limits.get("print_cap_bytes", 1 << 20))).make())
     # Warm up only while idle: if the task is already waiting (tasks arriving
     # back to back), the warm-up would only delay it.
     if not select.select([sock], [], [], 0)[0]:
@@ -696,7 +715,8 @@ def serve(sock: socket.socket, limits: dict[str, Any]) -> None:
     channel.send(framing.encode_raw(framing.RESULT_PREFIX + body + b"}"))
 
 
-def worker_main(sock: socket.socket, limits: dict[str, Any]) -> NoReturn:
+def worker_main(sock: socket.socket, limits: dict[str, Any],
+                prepared: Prepared | None = None) -> NoReturn:
     """Entry point of a forked worker (after confinement); never returns.
 
     Args:
@@ -705,7 +725,7 @@ def worker_main(sock: socket.socket, limits: dict[str, Any]) -> NoReturn:
     """
     status = 0
     try:
-        serve(sock, limits)
+        serve(sock, limits, prepared)
     except MemoryError:
         _memory_exit()
     except BaseException as exc:

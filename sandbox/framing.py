@@ -19,7 +19,7 @@ Frame types (``"t"``), by channel:
 
 * control (runner <-> zygote, one frame per SOCK_SEQPACKET message):
   ``init`` (runner), ``ready``, ``worker`` (+ one fd via SCM_RIGHTS), ``exit``
-  (zygote), ``taken``, ``stop`` (runner).
+  (zygote), ``taken``, ``pool``, ``stop`` (runner).
 * task (runner <-> one worker, SOCK_STREAM): ``task`` header, then one raw items
   frame (runner); ``print``, ``rpc``, then exactly one ``result`` or ``error``
   (worker); ``rpc_reply`` (runner, answers ``rpc``).
@@ -81,6 +81,7 @@ HEADER_SIZE: Final = 4
 FRAME_INIT: Final = "init"
 FRAME_TAKEN: Final = "taken"
 FRAME_STOP: Final = "stop"
+FRAME_POOL: Final = "pool"  # {"size": n}: workers to keep, ready + running
 # control, zygote -> runner
 FRAME_READY: Final = "ready"
 FRAME_WORKER: Final = "worker"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import importlib.util
+import os
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -143,12 +144,39 @@ class ImportPolicy:
             message = policy.check(name, fromlist)
             if message is not None:
                 raise ImportError(message, name=name)
-            module = _real_import(name, None, None, fromlist, 0)
+            try:
+                module = _real_import(name, None, None, fromlist, 0)
+            except ModuleNotFoundError as exc:
+                raise _unreadable(exc) or exc from None
             if fromlist or "." not in name or policy.allowed(name.partition(".")[0]):
                 return module
             return _stub_parents(name, policy.allowed_prefix(name) or name)
 
         return __import__
+
+
+def _unreadable(exc: ModuleNotFoundError) -> ModuleNotFoundError | None:
+    """Say so when a module is missing only because this uid cannot read sys.path.
+
+    Root's workers drop to an unprivileged uid; a Python under a 0700 home is then
+    unreadable and only the modules preloaded at start-up import (deploy/README.md).
+    """
+    for entry in sys.path:
+        if entry.endswith(".zip"):
+            continue
+        try:
+            readable = os.access(entry, os.R_OK | os.X_OK) or not os.path.isdir(entry)
+            os.stat(entry)  # EACCES when a directory above it cannot be searched
+        except PermissionError:
+            readable = False
+        except OSError:  # a sys.path entry that does not exist
+            continue
+        if not readable:
+            return ModuleNotFoundError(
+                f"{exc}: the Python installation ({entry}) is not readable by uid "
+                f"{os.getuid()}; only the modules preloaded at start-up can be imported "
+                "(the runner's start-up log says how to fix it)", name=exc.name)
+    return None
 
 
 def _stub_parents(name: str, allowed: str) -> types.ModuleType:

@@ -13,7 +13,9 @@ see ``framing.py``):
 1. runner -> ``{"t": "init", "limits": Limits.to_wire(), "max_concurrency": n}``
 2. the zygote preloads the allowlisted modules, builds ``Confinement(limits,
    probe())`` once, and answers ``{"t": "ready", "pid", "layers"}``;
-3. it keeps ``max_concurrency + 1`` workers forked ahead of demand. Each worker
+3. it keeps ``pool`` workers (ready + running, at most ``max_concurrency + 1``)
+   forked ahead of demand; runner -> ``{"t": "pool", "size": n}`` resizes it
+   (the runner grows it under load and shrinks it when idle). Each worker
    applies ``Confinement.apply([its channel fd])`` at once, then blocks reading
    its task. The runner's end of the worker's socketpair travels as
    ``{"t": "worker", "pid"}`` with the fd attached (SCM_RIGHTS);
@@ -120,8 +122,10 @@ class Zygote:
                  max_concurrency: int, confinement: Any) -> None:
         self.control = control
         self.limits = limits
-        self.target = max(1, max_concurrency) + 1
+        self.full = max(1, max_concurrency) + 1
+        self.target = self.full
         self.confinement = confinement
+        self.prepared: execute.Prepared | None = None  # built in main(), shared by forks
         self.ready: set[int] = set()  # forked, not yet taken
         self.busy: set[int] = set()  # taken by the runner, not yet reaped
         self.live: set[int] = set()  # every unreaped worker
@@ -169,7 +173,7 @@ class Zygote:
             self.confinement.apply([channel.fileno()])
         except BaseException:
             os._exit(CONFINE_FAILED)
-        execute.worker_main(channel, self.limits)
+        execute.worker_main(channel, self.limits, self.prepared)
 
     def top_up(self) -> None:
         now = time.monotonic()
@@ -260,13 +264,20 @@ class Zygote:
             kind = message.get("t") if isinstance(message, dict) else None
             if kind == framing.FRAME_STOP:
                 return False
-            if kind == framing.FRAME_TAKEN:
+            if kind == framing.FRAME_POOL:
+                self.resize(message.get("size"))
+            elif kind == framing.FRAME_TAKEN:
                 pid = message.get("pid")
                 if pid in self.ready:
                     self.ready.discard(pid)
                     self.busy.add(pid)
                     self.failures = 0
                     self.retry_at = 0.0
+
+    def resize(self, size: Any) -> None:
+        """Keep ``size`` workers from now on (surplus ready ones are retired by the runner)."""
+        if isinstance(size, int) and not isinstance(size, bool):
+            self.target = max(1, min(self.full, size))
 
     def stop(self) -> NoReturn:
         self.kill_all()
@@ -293,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     probed = probe()
     confinement = Confinement(limits, probed)
     zygote = Zygote(control, limits, max_concurrency, confinement)
+    zygote.resize(init.get("pool"))
     execute.warm_up_shared()
+    # Last, after every import the zygote itself makes: it installs the import guards.
+    zygote.prepared = execute.Prepared(limits)
     # Everything allocated so far is shared with every worker; keep the
     # workers' garbage collector from touching (and so copying) those pages.
     gc.collect()

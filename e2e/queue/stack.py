@@ -2,7 +2,8 @@
 
 Every process is started here, in its own process group, and recorded; ``Stack.close``
 stops them all by pid (TERM, then KILL after a grace period) and is called on every
-exit path. Nothing listens beyond 127.0.0.1, and the caller normally runs all of it in
+exit path. Each is also started with a parent-death signal (``setpriv --pdeathsig
+KILL``), so not even a SIGKILL of the harness leaves one behind. Nothing listens beyond 127.0.0.1, and the caller normally runs all of it in
 a private network namespace that has only loopback.
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+SETPRIV = shutil.which("setpriv")  # util-linux; --pdeathsig since 2.33
 NOBODY = 65534  # PostgreSQL refuses to run as root
 
 
@@ -108,6 +110,8 @@ class Stack:
     def spawn(self, name: str, argv: list[str], env: dict[str, str], *,
               user: int | None = None, cwd: Path | None = None) -> Proc:
         logfile = self.work / f"{name}.log"
+        if SETPRIV:  # SIGKILLed with us even if this harness is SIGKILLed itself
+            argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
         with logfile.open("ab") as out:
             popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True,

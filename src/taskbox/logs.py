@@ -5,23 +5,91 @@ that is not a terminal (under n8n's launcher, which adds time and level itself) 
 text format writes only the message. On a terminal: time, coloured level, message
 (``NO_COLOR`` turns the colours off). ``taskbox run`` logs to stderr instead: its
 stdout carries the result.
+
+JSON lines (``TASKBOX_LOG_FORMAT=json``) name what happened in ``event``: a stable
+identifier to alert and search on, never a copy of the message. The lines operators
+act on have names of their own (``EVENTS``, or ``extra={"event": ...}`` at the call);
+any other line is named from its logger and the words of its message template (the
+text without the values filled in), so it is stable too. The id fields are always
+there, ``null`` when the line is not about a task or before the runner has an id.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["setup_logging"]
+__all__ = ["EVENTS", "RUNNER_ID", "event_name", "setup_logging"]
 
-#: ``extra=`` fields copied into JSON lines (``event`` names the line itself).
-_EXTRA_KEYS = ("task_id", "workflow_id", "workflow_name", "node_id", "node_name",
-               "outcome", "duration_ms", "runner_id")
+#: Ids every JSON line carries (``null`` when missing), then optional ``extra=`` fields.
+_ID_KEYS = ("runner_id", "task_id", "workflow_id", "node_id")
+_EXTRA_KEYS = ("workflow_name", "node_name", "outcome", "duration_ms")
+
+#: The runner's id for every line logged in its context (set by ``Runner.run``).
+RUNNER_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "taskbox_runner_id", default=None)
+
+#: Message template -> event, for the lines operators act on. A test checks that every
+#: template here is still logged somewhere, so a reworded message cannot lose its name.
+EVENTS: dict[str, str] = {
+    # connection and registration
+    "registered with the broker as %s (runner id %s)": "runner_registered",
+    "connection closed (%s)": "broker_connection_closed",
+    "connection to the broker closed unexpectedly": "broker_connection_lost",
+    "connection to the broker lost and no N8N_RUNNERS_AUTH_TOKEN to mint a new grant "
+    "token; exiting so the launcher restarts us": "broker_connection_lost_no_auth_token",
+    "cannot reach the broker (%s); retrying in %.1f s": "broker_retry",
+    "broker at %s unreachable for %.0f s, giving up: %s": "broker_unreachable",
+    "Authentication failed: %s": "auth_failed",
+    "%s; minting a new grant token": "grant_token_rejected",
+    "malformed frame from the broker skipped: %s": "frame_malformed",
+    "Health check server listening on %s, port %d": "health_listening",
+    # tasks
+    "task %s cancelled by the broker: %s": "task_cancelled",
+    "rejecting task %s: %s": "task_rejected",
+    "executor failed on task %s": "executor_failed",
+    # sandbox
+    "sandbox ready: zygote pid %s keeps %d workers ready; layers %s": "sandbox_ready",
+    "sandbox failed to start: %s": "sandbox_failed",
+    "sandbox zygote (pid %s) died: %s": "zygote_died",
+    "sandbox zygote restarted: pid %s": "zygote_restarted",
+    "sandbox zygote restart failed: %s": "zygote_restart_failed",
+    "sandbox zygote stderr: %s": "zygote_stderr",
+    # stopping
+    "received %s": "signal_received",
+    "second stop signal (%s): stopping now": "stop_forced",
+    "broker:drain received: finishing running tasks, then closing": "drain_received",
+    "waiting up to %.0f s for %d running task(s)": "shutdown_waiting",
+    "cancelling %d task(s) still running": "shutdown_cancelling",
+    "idle for %.0f s: shutting down": "idle_shutdown",
+    # configuration
+    "invalid configuration: %s": "config_invalid",
+    "invalid configuration: N8N_RUNNERS_GRANT_TOKEN is required (or "
+    "N8N_RUNNERS_AUTH_TOKEN to mint one)": "config_invalid",
+}
+
+_PLACEHOLDER = re.compile(r"%[-#0 +]*(?:\d+|\*)?(?:\.\d+)?[a-zA-Z%]")
+
+
+def event_name(record: logging.LogRecord) -> str:
+    """The line's stable event name (see the module docstring)."""
+    explicit = getattr(record, "event", None)
+    if explicit:
+        return str(explicit)
+    template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+    named = EVENTS.get(template)
+    if named is not None:
+        return named
+    words = re.findall(r"[a-z0-9]+", _PLACEHOLDER.sub(" ", template).lower())[:8]
+    area = record.name.rpartition(".")[2]
+    return f"{area}.{'_'.join(words) or 'message'}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,9 +105,13 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": getattr(record, "event", None) or record.getMessage(),
+            "event": event_name(record),
             "message": record.getMessage(),
         }
+        for key in _ID_KEYS:
+            out[key] = getattr(record, key, None)
+        if out["runner_id"] is None:
+            out["runner_id"] = RUNNER_ID.get()
         for key in _EXTRA_KEYS:
             value = getattr(record, key, None)
             if value is not None:

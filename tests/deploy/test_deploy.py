@@ -85,12 +85,14 @@ def test_launcher_config_shape() -> None:
 
 
 def test_python_entry_runs_taskbox() -> None:
+    """Started as n8n starts its own runner: the venv's python, isolated (-I), no .pyc (-B)."""
     entry = python_entry()
-    assert entry["command"] == IMAGE_VENV_BIN + "taskbox"
-    assert entry["args"] == ["connect"]
+    assert entry["command"] == IMAGE_VENV_BIN + "python"
+    assert entry["args"] == ["-I", "-B", "-m", "taskbox", "connect"]
     assert entry["health-check-server-port"] == "5682"  # n8n's own python entry uses it too
     entrypoint = re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE.read_text(), re.MULTILINE)
-    assert entrypoint is not None and json.loads(entrypoint.group(1)) == [entry["command"]]
+    assert entrypoint is not None
+    assert json.loads(entrypoint.group(1))[0].startswith(IMAGE_VENV_BIN)
 
 
 def test_python_entry_does_not_pin_the_allowlists() -> None:
@@ -237,7 +239,7 @@ async def test_launcher_command_registers(tmp_path: Path,
         url = f"http://127.0.0.1:{health_port}/healthz"
         assert await loop.run_in_executor(None, http_status, url) == 200
         check = await asyncio.create_subprocess_exec(
-            *argv[:1], "connect", "--check",
+            *argv[:-1], "connect", "--check",  # the entry's argv ends with "connect"
             env={"PATH": env["PATH"], "N8N_RUNNERS_HEALTH_CHECK_SERVER_ENABLED": "true",
                  "N8N_RUNNERS_HEALTH_CHECK_SERVER_PORT": str(health_port)},
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)

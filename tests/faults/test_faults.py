@@ -22,6 +22,7 @@ import pytest
 
 from taskbox.broker import EmbeddedBroker
 from taskbox.broker.server import TaskOutcome
+from taskbox.executor.pool import IDLE_WORKERS
 from taskbox.runner import Runner
 from tests.integration.conftest import AUTH, runner_env, settings, start_runner, stop_runner
 
@@ -38,9 +39,9 @@ async def serving(broker: EmbeddedBroker, **env: str) -> AsyncIterator[Runner]:
     """An in-process runner for the duration of the block."""
     runner, task = await start_runner(broker, **env)
     try:
-        # Registration does not wait for the sandbox: wait for a full pool, so a fault
-        # never hits a zygote that is still starting.
-        pool = runner.config.max_concurrency + 1
+        # Registration does not wait for the sandbox: wait for the (idle) pool, so a
+        # fault never hits a zygote that is still starting.
+        pool = min(IDLE_WORKERS, runner.config.max_concurrency + 1)
         sandbox = await asyncio.wait_for(runner.sandbox(), 20)
         await until(lambda: sandbox.ready_workers == pool, timeout=20)
         yield runner
@@ -119,10 +120,10 @@ async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
     async with serving(broker) as runner:
         await assert_serves(broker, runner)
         sandbox = await runner.sandbox()
-        await until(lambda: sandbox.ready_workers == 5)
+        await until(lambda: sandbox.ready_workers == IDLE_WORKERS)
         zygote = psutil.Process(sandbox.zygote_pid)  # type: ignore[attr-defined]
         idle = zygote.children()
-        assert len(idle) == 5  # max_concurrency + 1, all idle
+        assert len(idle) == IDLE_WORKERS  # the idle pool, all ready
         for worker in idle:
             worker.send_signal(signal.SIGKILL)
         psutil.wait_procs(idle, timeout=5)

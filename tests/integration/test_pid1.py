@@ -1,13 +1,15 @@
-"""taskbox as a container's first process: no ``<defunct>`` children pile up.
+"""taskbox in a container: no ``<defunct>`` children pile up.
 
-Run in a new PID namespace (``unshare -pf --mount-proc``), where ``taskbox connect`` is
-PID 1, as in ``docker run`` without ``--init``. Killing the zygote orphans its workers
-to PID 1; they must be reaped.
+Run in a new PID namespace (``unshare -pf --mount-proc``): once with ``taskbox connect``
+as PID 1 (``docker run`` without ``--init``), once under a PID 1 that never reaps (like
+n8n's launcher started without tini). Killing the zygote orphans its workers; they
+must be reaped, by taskbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from taskbox.broker import EmbeddedBroker
+from taskbox.executor.pool import IDLE_WORKERS
 from tests.integration.conftest import runner_env, settings
 
 pytestmark = pytest.mark.skipif(
@@ -49,37 +52,50 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-async def test_pid1_reaps_orphaned_workers(broker: EmbeddedBroker) -> None:
+async def _orphans_are_reaped(broker: EmbeddedBroker, argv: list[str],
+                              runner_is_pid1: bool) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("N8N_")}
     env.update(runner_env(broker, N8N_RUNNERS_MAX_CONCURRENCY="3"))
-    proc = subprocess.Popen(["unshare", "-pf", "--mount-proc", sys.executable, "-m",
-                             "taskbox", "connect"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(["unshare", "-pf", "--mount-proc", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     try:
         await broker.wait_for_runners(1, timeout=30)
         assert (await broker.submit(settings("return [{'a': 1}]"))).status == "done"
-        [runner] = children(proc.pid)  # unshare's child: PID 1 inside
+        [pid1] = children(proc.pid)  # unshare's child: PID 1 inside
+        runner = pid1 if runner_is_pid1 else children(pid1)[0]
         async with asyncio.timeout(20):
-            while len(descendants(runner)) < 5:  # the zygote and its 4 ready workers
+            while len(descendants(runner)) < 1 + IDLE_WORKERS:  # the zygote, its idle pool
                 await asyncio.sleep(0.05)
         [zygote] = children(runner)
         orphans = children(zygote)
         assert orphans
         os.kill(zygote, signal.SIGKILL)
-        async with asyncio.timeout(20):  # a new zygote, and no zombie left under PID 1
+        async with asyncio.timeout(20):  # a new zygote, and no zombie anywhere
             while True:
                 kids = children(runner)
-                zombies = [k for k in kids if state(k) == "Z"]
-                if not zombies and kids and zygote not in kids and len(descendants(runner)) >= 5:
+                zombies = [k for k in children(pid1) + kids if state(k) == "Z"]
+                if not zombies and kids and zygote not in kids \
+                        and len(descendants(runner)) >= 1 + IDLE_WORKERS:
                     break
                 await asyncio.sleep(0.1)
         assert all(state(o) == "gone" for o in orphans)
         assert (await broker.submit(settings("return [{'after': 1}]"))).status == "done"
+        os.kill(runner, signal.SIGTERM)
+        async with asyncio.timeout(20):  # taskbox stops cleanly, whoever PID 1 is
+            while state(runner) not in ("Z", "gone"):
+                await asyncio.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            assert proc.wait(20) == 0
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+async def test_as_pid1_taskbox_reaps_orphaned_workers(broker: EmbeddedBroker) -> None:
+    await _orphans_are_reaped(broker, [sys.executable, "-m", "taskbox", "connect"], True)
+
+
+async def test_under_a_pid1_that_never_reaps(broker: EmbeddedBroker) -> None:
+    # sh starts taskbox and then becomes `sleep`, which never waits for anyone.
+    await _orphans_are_reaped(broker, [
+        "sh", "-c", f"{sys.executable} -m taskbox connect & exec sleep 600", "x"], False)

@@ -30,7 +30,7 @@ Invariants (any violation is listed and the exit status is 1):
 * every outcome is the one its kind expects, with the task's own tag (a result
   delivered to the wrong request would show here);
 * no leaked processes: after the run each runner tree is back to runner + zygote +
-  ``runner concurrency + 1`` ready workers, with no zombie and the same zygote; after
+  the idle pool (``IDLE_WORKERS`` ready workers), with no zombie and the same zygote; after
   SIGTERM no process of the runner's session remains;
 * no leaked fds: open fds of each tree at the end <= start + ``FD_SLACK``;
 * memory growth < 10 % between the idle snapshots after warm-up and after the run,
@@ -67,6 +67,7 @@ from typing import IO, Any
 import psutil
 
 from taskbox.broker import EmbeddedBroker, TaskOutcome
+from taskbox.executor.pool import IDLE_WORKERS
 
 __all__ = ["KINDS", "NORMAL_KINDS", "WRONG_OUTCOMES", "LoadReport", "Options", "main", "render",
            "run_load"]
@@ -370,10 +371,10 @@ class RunnerProcess:
 
 
 async def wait_idle(runners: Sequence[RunnerProcess], timeout: float = IDLE_TIMEOUT) -> bool:
-    """Wait until every tree is runner + zygote + (concurrency + 1) ready workers."""
+    """Wait until every tree is runner + zygote + the idle pool of ready workers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(len(r.tree()) == r.concurrency + 3 for r in runners):
+        if all(len(r.tree()) == IDLE_WORKERS + 2 for r in runners):
             return True
         await asyncio.sleep(0.05)
     return False
@@ -507,10 +508,10 @@ def _check_trees(report: LoadReport, runners: Sequence[RunnerProcess]) -> None:
     for runner in runners:
         rid = runner.runner_id
         start, end = report.start[rid], report.end[rid]
-        if end.workers != runner.concurrency + 1 or end.zombies:
+        if end.workers != IDLE_WORKERS or end.zombies:
             failures.append(f"{rid}: {end.processes} processes after the run "
                             f"({end.zombies} zombie), expected runner + zygote + "
-                            f"{runner.concurrency + 1} ready workers")
+                            f"{IDLE_WORKERS} ready worker(s), the idle pool")
         if end.zygote_pid != start.zygote_pid:
             failures.append(f"{rid}: zygote replaced during the run "
                             f"({start.zygote_pid} -> {end.zygote_pid})")

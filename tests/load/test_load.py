@@ -8,6 +8,7 @@ backoff race (fixed in 8825fde): ordinary tasks then timed out waiting for a wor
 
 from __future__ import annotations
 
+from taskbox.executor.pool import IDLE_WORKERS
 from tests.load.load import KINDS, Options, render, run_load
 
 
@@ -23,5 +24,5 @@ async def test_small_load_run_keeps_every_invariant() -> None:
     assert {r.kind for r in report.records} == set(KINDS)
     assert all(r.problem is None for r in report.records)
     for rid, end in report.end.items():
-        assert end.workers == opts.runner_concurrency + 1, rid
+        assert end.workers == IDLE_WORKERS, rid  # back to the idle pool
         assert end.fds <= report.start[rid].fds + 4, rid

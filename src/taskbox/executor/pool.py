@@ -4,10 +4,18 @@
 the environment ``{"LANG": "C.UTF-8"}`` -- never the runner's, which holds the
 grant token -- and talks to it over an AF_UNIX SOCK_SEQPACKET pair (one frame per
 message, so each worker fd arrives attached to exactly its own ``worker`` frame).
-The zygote keeps ``max_concurrency + 1`` confined workers ready; this class
-queues them, hands them to :meth:`ZygoteHandle.take`, and resolves each worker's
-exit future from the zygote's ``exit`` reports. Nothing here unpickles anything:
-all frames are JSON (``taskbox_sandbox.framing``).
+This class sizes the pool, queues the ready workers, hands them to
+:meth:`ZygoteHandle.take`, and resolves each worker's exit future from the
+zygote's ``exit`` reports. Nothing here unpickles anything: all frames are JSON
+(``taskbox_sandbox.framing``).
+
+Pool sizing (the zygote keeps ``ready + running`` at the size it was last sent):
+it starts at ``IDLE_WORKERS``; each take grows it to one spare beside every
+running task (at most ``max_concurrency + 1``), so the next task never waits for
+a fork; after ``IDLE_SHRINK_S`` with nothing running it shrinks back and the
+surplus ready workers are retired. Each ready worker costs ~2.5 MiB of PSS, so
+an idle runner at concurrency 8 holds one instead of nine; that one is always
+ready, so the first task after a pause is as fast as any other.
 
 Death of the zygote is noticed by the control socket closing (and a pidfd when
 the kernel has one); every waiter and every worker exit future then fails or
@@ -25,6 +33,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,10 +45,15 @@ if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
 else:
     from taskbox_sandbox import framing
 
-__all__ = ["READY_TIMEOUT", "WorkerExit", "WorkerHandle", "ZygoteGone", "ZygoteHandle"]
+__all__ = ["IDLE_SHRINK_S", "IDLE_WORKERS", "READY_TIMEOUT", "WorkerExit", "WorkerHandle",
+           "ZygoteGone", "ZygoteHandle"]
 
 #: The zygote must answer ``ready`` within this many seconds.
 READY_TIMEOUT: Final = 10.0
+#: Workers (ready + running) kept while idle, and at start.
+IDLE_WORKERS: Final = 1
+#: Seconds with no task running before the pool shrinks to ``IDLE_WORKERS``.
+IDLE_SHRINK_S: Final = 1.0
 ZYGOTE_ENV: Final = {"LANG": "C.UTF-8"}
 _CONTROL_MAX: Final = 1 << 20
 _STDERR_LINES: Final = 50
@@ -81,6 +95,7 @@ class WorkerHandle:
     exited: asyncio.Future[WorkerExit]
     killed: bool = field(default=False)  # we sent SIGKILL
     memory_killed: bool = field(default=False)  # ... because of the RSS watchdog
+    on_close: Callable[[WorkerHandle], None] | None = field(default=None)  # the pool's
 
     def kill(self) -> None:
         """SIGKILL the worker's process group (it made itself a group leader).
@@ -100,8 +115,11 @@ class WorkerHandle:
             pass
 
     def close(self) -> None:
-        """Close our end of the channel."""
+        """Close our end of the channel: the task is over, whatever its outcome."""
         self.sock.close()
+        released, self.on_close = self.on_close, None
+        if released is not None:
+            released(self)
 
 
 def _describe_status(ended: WorkerExit) -> str:
@@ -120,6 +138,11 @@ class ZygoteHandle:
         self.limits = limits
         self.max_concurrency = max_concurrency
         self.logger = logger
+        self.full_size = max_concurrency + 1
+        self.idle_size = min(IDLE_WORKERS, self.full_size)
+        self.size = self.idle_size  # what the zygote was last told to keep
+        self._shrink: asyncio.TimerHandle | None = None
+        self._in_use: set[WorkerHandle] = set()  # taken and not yet closed
         self.pid: int | None = None
         self.layers: dict[str, bool] = {}
         self.dead = asyncio.Event()
@@ -179,7 +202,7 @@ class ZygoteHandle:
             self._pidfd = os.pidfd_open(self.pid)
             loop.add_reader(self._pidfd, self._on_died, "exited")
         init = {"t": framing.FRAME_INIT, "limits": self.limits.to_wire(),
-                "max_concurrency": self.max_concurrency}
+                "max_concurrency": self.max_concurrency, "pool": self.size}
         try:
             ours.send(framing.encode(init))
             async with asyncio.timeout(READY_TIMEOUT):
@@ -293,6 +316,9 @@ class ZygoteHandle:
         if self.dead.is_set():
             return
         self.dead.set()
+        if self._shrink is not None:
+            self._shrink.cancel()
+            self._shrink = None
         loop = asyncio.get_running_loop()
         if self._control is not None:
             loop.remove_reader(self._control.fileno())
@@ -314,6 +340,42 @@ class ZygoteHandle:
         while self._ready:
             self._ready.popleft().close()
 
+    # ------------------------------------------------------------------ pool size
+
+    @property
+    def running(self) -> int:
+        """Workers handed out whose task has not ended yet."""
+        return len(self._in_use)
+
+    def _release(self, worker: WorkerHandle) -> None:
+        self._in_use.discard(worker)
+        if not self._in_use and self.size > self.idle_size and not self.dead.is_set():
+            self._arm_shrink()
+
+    def _resize(self, size: int) -> None:
+        if size != self.size:
+            self.size = size
+            self._send_control({"t": framing.FRAME_POOL, "size": size})
+
+    def _arm_shrink(self) -> None:
+        if self._shrink is not None:
+            self._shrink.cancel()
+        self._shrink = asyncio.get_running_loop().call_later(IDLE_SHRINK_S, self._idle)
+
+    def _idle(self) -> None:
+        """Nothing ran for IDLE_SHRINK_S: keep ``idle_size`` workers, retire the rest."""
+        self._shrink = None
+        if self.running or self.dead.is_set():
+            return
+        self._resize(self.idle_size)
+        while len(self._ready) > self.idle_size:
+            worker = self._ready.pop()  # the newest: the oldest are the most warmed up
+            # "taken" first, so the zygote does not count its exit as a failure; the
+            # worker sees its channel close before any task and exits.
+            self._send_control({"t": framing.FRAME_TAKEN, "pid": worker.pid})
+            self._exits.pop(worker.pid, None)
+            worker.close()
+
     # ------------------------------------------------------------------ workers
 
     async def take(self) -> WorkerHandle:
@@ -324,6 +386,13 @@ class ZygoteHandle:
         """
         if self.dead.is_set():
             raise ZygoteGone("the sandbox zygote is not running")
+        if self._shrink is not None:
+            self._shrink.cancel()
+            self._shrink = None
+        # Keep one spare beside every running task, this one included: grow before
+        # the next task has to wait for a fork.
+        waiting = sum(1 for waiter in self._waiters if not waiter.done())
+        self._resize(max(self.size, min(self.full_size, self.running + waiting + 2)))
         if self._ready:
             worker = self._ready.popleft()
         else:
@@ -337,6 +406,8 @@ class ZygoteHandle:
                 raise
         # Before the task is sent, so the zygote learns it before the worker can exit.
         self._send_control({"t": framing.FRAME_TAKEN, "pid": worker.pid})
+        self._in_use.add(worker)
+        worker.on_close = self._release
         return worker
 
     def _send_control(self, message: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ import sysconfig
 from collections.abc import Iterable, Mapping
 
 __all__ = ["LAYER_NAMES", "describe_layers", "missing_layers", "set_dumpable",
-           "unreadable_for"]
+           "unreadable_fix", "unreadable_for"]
 
 #: The layers ``confine.probe()`` reports, in the order they are applied.
 LAYER_NAMES: tuple[str, ...] = ("rlimits", "prctl", "setuid", "landlock", "seccomp", "netns")
@@ -46,12 +46,22 @@ def missing_layers(required: Iterable[str], layers: Mapping[str, bool]) -> list[
     return [name for name in required if not layers.get(name)]
 
 
-def describe_layers(layers: Mapping[str, bool]) -> str:
-    """``active: a, b; missing: c`` for the start-up log line."""
+def describe_layers(layers: Mapping[str, bool], root: bool | None = None) -> str:
+    """``active: a, b; missing: c`` for the start-up log line.
+
+    Not root, ``setuid`` (the drop to TASKBOX_WORKER_UID) has nothing to do: workers
+    already run unprivileged, so it is listed as not needed rather than missing.
+    """
+    root = os.geteuid() == 0 if root is None else root
     known = [n for n in LAYER_NAMES if n in layers] + sorted(set(layers) - set(LAYER_NAMES))
     active = [n for n in known if layers[n]]
     missing = [n for n in known if not layers[n]]
-    return f"active: {', '.join(active) or 'none'}; missing: {', '.join(missing) or 'none'}"
+    unneeded = ""
+    if not root and "setuid" in missing:
+        missing.remove("setuid")
+        unneeded = f"; not needed: setuid (not root: workers keep uid {os.geteuid()})"
+    return (f"active: {', '.join(active) or 'none'}; missing: {', '.join(missing) or 'none'}"
+            + unneeded)
 
 
 def unreadable_for(uid: int, gid: int, path: str | None = None) -> str | None:
@@ -78,3 +88,28 @@ def unreadable_for(uid: int, gid: int, path: str | None = None) -> str | None:
         if not st.st_mode & bits:
             return current
     return None
+
+
+def unreadable_fix(uid: int, gid: int, path: str | None = None) -> str:
+    """A fix that works when ``uid`` cannot reach the stdlib, for the start-up message.
+
+    When only search (x) permission for others is missing on some directories, naming
+    them is exact: ``chmod o+x`` lets ``uid`` pass through without listing them.
+    """
+    target = os.path.realpath(path or sysconfig.get_paths()["stdlib"])
+    blocked: list[str] = []
+    current = "/"
+    for part in [p for p in target.split("/") if p]:
+        current = os.path.join(current, part)
+        try:
+            st = os.stat(current)
+        except OSError:
+            blocked = []
+            break
+        if st.st_uid != uid and st.st_gid != gid and not st.st_mode & stat.S_IXOTH:
+            blocked.append(current)
+    generic = (f"run taskbox as a non-root user (workers then keep its uid), or use a Python "
+               f"that uid {uid} can read (e.g. a venv made from /usr/bin/python3)")
+    if blocked:
+        return f"`chmod o+x {' '.join(blocked)}`, or {generic}"
+    return generic

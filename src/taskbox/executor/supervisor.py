@@ -158,16 +158,19 @@ class Executor:
                 f"({probe.describe_layers(layers)})")
         self.layers = layers
         self._install(zygote)
-        self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready; layers %s",
-                         zygote.pid, self.max_concurrency + 1, probe.describe_layers(layers))
+        self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready, %d under load; "
+                         "layers %s", zygote.pid, zygote.idle_size, zygote.full_size,
+                         probe.describe_layers(layers))
         blocked = (probe.unreadable_for(self.limits.worker_uid, self.limits.worker_gid)
                    if layers.get("setuid") else None)
         if blocked:
             self.logger.warning(
-                "workers run as uid %d, which cannot read %s: user code can only import "
-                "modules the zygote preloaded (the allowlisted ones). Install Python in a "
-                "world-readable place or set TASKBOX_WORKER_UID", self.limits.worker_uid,
-                blocked)
+                "workers run as uid %d, which cannot read %s (the Python installation): "
+                "user code can import only the modules preloaded at start-up (the "
+                "allowlisted ones); other imports fail with 'not readable by uid %d'. "
+                "Fix: %s", self.limits.worker_uid, blocked, self.limits.worker_uid,
+                probe.unreadable_fix(self.limits.worker_uid, self.limits.worker_gid),
+                extra={"event": "python_unreadable"})
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="taskbox-zygote-supervisor")
         return dict(layers)

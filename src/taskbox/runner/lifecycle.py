@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 
 from taskbox.config import Config
 from taskbox.errors import AuthenticationFailed, ConnectionClosed, GrantRejected
+from taskbox.logs import RUNNER_ID
 from taskbox.policy import SecurityPolicy
 from taskbox.protocol.offers import new_id
 from taskbox.runner.execution import ExecutorLike, Sandbox
@@ -92,6 +93,7 @@ class Runner:
     async def run(self) -> int:
         """Serve until stopped; returns the process exit code."""
         self._running = True
+        RUNNER_ID.set(self.runner_id)  # in every JSON log line from this task on
         unreap = install_reaper(asyncio.get_running_loop()) if self.handle_signals else None
         with capture_signals(self._on_signal if self.handle_signals else None):
             try:
