@@ -475,9 +475,13 @@ async def test_print_complex_types(n8n: Pair) -> None:
 async def test_print_edge_cases(n8n: Pair) -> None:
     message, console = await _console(n8n, """
         print("Hello 世界 🌍")
-        print({"emoji": "🚀", "chinese": "你好"})
+        print({"emoji": "🚀", "chinese": "你好", "arabic": "مرحبا"})
+        print("Line\\nbreak")
+        print("Tab\\tseparated")
+        print('Quote "test" here')
         print()
         print("")
+        print("   ")
         print([])
         print({})
         print(())
@@ -485,8 +489,9 @@ async def test_print_edge_cases(n8n: Pair) -> None:
         return [{"test": "complete"}]
     """)
     assert done(message) == [{"test": "complete"}]
-    assert console == [["'Hello 世界 🌍'"], ['{"emoji": "🚀", "chinese": "你好"}'], [], ["''"],
-                       ["[]"], ["{}"], ["[]"], ["'" + "x" * 1000 + "'"]]
+    assert console == [["'Hello 世界 🌍'"], ['{"emoji": "🚀", "chinese": "你好", "arabic": "مرحبا"}'],
+                       ["'Line\nbreak'"], ["'Tab\tseparated'"], ["'Quote \"test\" here'"],
+                       [], ["''"], ["'   '"], ["[]"], ["{}"], ["[]"], ["'" + "x" * 1000 + "'"]]
 
 
 # ---------------------------------------------------------------- prints never hold a result
