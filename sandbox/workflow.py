@@ -97,6 +97,8 @@ class Session:
         self._data: dict[str, Any] | None = None
         self._nodes: dict[str, dict[str, Any]] | None = None
         self._parents: dict[str, list[tuple[str, int]]] | None = None
+        self._ancestors: set[str] | None = None
+        self._run_data: dict[str, Any] | None = None
         self._meta: dict[str, str] | None = None
         self._written: dict[str, str] = {}
         self._static: dict[str, Any] | None = None
@@ -125,8 +127,10 @@ class Session:
         return _dict(self.data().get("workflow"))
 
     def run_data(self) -> dict[str, Any]:
-        result = _dict(_dict(self.data().get("runExecutionData")).get("resultData"))
-        return _dict(result.get("runData"))
+        if self._run_data is None:
+            result = _dict(_dict(self.data().get("runExecutionData")).get("resultData"))
+            self._run_data = _dict(result.get("runData"))
+        return self._run_data
 
     def active_name(self) -> str:
         name = self.data().get("activeNodeName")
@@ -183,15 +187,18 @@ class Session:
         return None
 
     def ancestors(self) -> set[str]:
-        parents = self.parents()
-        found: set[str] = set()
-        queue = [self.active_name()]
-        while queue:
-            for src, _ in parents.get(queue.pop(), ()):
-                if src not in found:
-                    found.add(src)
-                    queue.append(src)
-        return found
+        """Every node upstream of this one (n8n's getParentNodes), computed once."""
+        if self._ancestors is None:
+            parents = self.parents()
+            found: set[str] = set()
+            queue = [self.active_name()]
+            while queue:
+                for src, _ in parents.get(queue.pop(), ()):
+                    if src not in found:
+                        found.add(src)
+                        queue.append(src)
+            self._ancestors = found
+        return self._ancestors
 
     # -- the namespace -----------------------------------------------------------
 

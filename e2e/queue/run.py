@@ -540,7 +540,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fault-requests", type=int, default=5000, help="cap for the fault phase")
     p.add_argument("--hold", type=float, default=0.5,
                    help="seconds each fault-phase task sleeps in the Code node")
-    p.add_argument("--load-seconds", type=float, default=240)
+    p.add_argument("--load-seconds", type=float, default=420,
+                   help="deadline of the load phase (1,000 requests take ~85 s here)")
     p.add_argument("--fault-seconds", type=float, default=180)
     p.add_argument("--after-seconds", type=float, default=8)
     p.add_argument("--http-timeout", type=float, default=60)

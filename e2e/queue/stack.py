@@ -342,10 +342,13 @@ def count_in_log(path: Path, needle: str) -> int:
 def metrics(port: int) -> dict[str, float]:
     """taskbox's /metrics as {'name{labels}': value}; {} when it does not answer."""
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    return parse_metrics(body.decode(errors="replace")) if status == 200 else {}
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus' text format as {'name{labels}': value}."""
     out: dict[str, float] = {}
-    if status != 200:
-        return out
-    for line in body.decode(errors="replace").splitlines():
+    for line in text.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
             with contextlib.suppress(ValueError):
