@@ -46,9 +46,11 @@ import orjson
 __all__ = [
     "BUFFER_TAG",
     "DEFAULT_MAX_FRAME",
+    "EXIT_CONFINE_FAILED",
     "FRAME_ERROR",
     "FRAME_EXIT",
     "FRAME_INIT",
+    "FRAME_POOL",
     "FRAME_PRINT",
     "FRAME_PRINT_CUT",
     "FRAME_READY",
@@ -95,6 +97,9 @@ FRAME_PRINT_CUT: Final = "print_cut"
 FRAME_RPC: Final = "rpc"
 FRAME_RESULT: Final = "result"
 FRAME_ERROR: Final = "error"
+#: A worker's exit status when its confinement could not be applied (zygote.py); the
+#: runner reports it as a sandbox failure, not as the task's doing.
+EXIT_CONFINE_FAILED: Final = 70
 #: How a worker writes its result frame: this prefix, the result's JSON, ``}``. The
 #: runner checks the prefix byte for byte before it splices the JSON (supervisor.py).
 RESULT_PREFIX: Final = b'{"t":"' + FRAME_RESULT.encode() + b'","result":'

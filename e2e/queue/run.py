@@ -109,11 +109,17 @@ def ensure_packages() -> None:
         return
     log("installing redis-server postgresql from Debian's packages (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends",
-                           "redis-server", "postgresql"], env=env, timeout=600, check=False,
-                          stdout=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise SystemExit("apt-get install -y redis-server postgresql failed")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "redis-server",
+               "postgresql"]
+    for attempt in range(2):
+        done = subprocess.run(install, env=env, timeout=600, check=False,
+                              stdout=subprocess.DEVNULL)
+        if done.returncode == 0:
+            return
+        if attempt == 0:  # a fresh machine's package lists may be missing or stale
+            subprocess.run(["apt-get", "update"], env=env, timeout=600, check=False,
+                           stdout=subprocess.DEVNULL)
+    raise SystemExit("apt-get install -y redis-server postgresql failed")
 
 
 def reexec_in_netns(args: argparse.Namespace) -> None:

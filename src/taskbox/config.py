@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from taskbox.errors import ConfigError
 from taskbox.executor.limits import DEFAULT_BUILTINS_DENY, Limits
+from taskbox.protocol.messages import DEFAULT_MAX_PAYLOAD
 
 __all__ = ["SECRET_VARS", "Config", "HealthConfig", "LogFormat", "task_environment"]
 
@@ -40,7 +41,7 @@ class Config:
     auth_token: str = field(default="", repr=False)
     runner_id: str = ""
     max_concurrency: int = 5
-    max_payload: int = 1_073_741_824
+    max_payload: int = DEFAULT_MAX_PAYLOAD
     auto_shutdown_timeout: float | None = None
     graceful_shutdown_timeout: float = 10.0
     connect_timeout: float = 60.0
@@ -89,7 +90,7 @@ class Config:
             memory_limit_mb=int(r.number("TASKBOX_MEMORY_LIMIT_MB", 512, integer=True,
                                          minimum=64)),
             cpu_limit_s=int(r.number("TASKBOX_CPU_LIMIT_SECONDS", 0, integer=True, minimum=0)),
-            max_payload=int(r.number("N8N_RUNNERS_MAX_PAYLOAD", 1_073_741_824, integer=True,
+            max_payload=int(r.number("N8N_RUNNERS_MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD, integer=True,
                                      minimum=1024, maximum=PIPE_MSG_MAX_SIZE)),
             print_cap_bytes=int(r.number("TASKBOX_PRINT_LIMIT_BYTES", 1_048_576, integer=True,
                                          minimum=1024)),
