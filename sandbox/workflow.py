@@ -7,7 +7,7 @@ that answer (§6, §7), with n8n's error texts (``workflow-data-proxy.ts``):
 
 * no request: ``_input.all()/first()/last()/item``, ``_json``, ``_binary``,
   ``_itemIndex`` come from the task's own items;
-* one request per task, made on first use, over the worker's channel like a
+* one call per task, made on first use, over the worker's channel like a
   ``_helpers`` call (``DATA_CALL``): ``_('Node')``, ``_input.params``, ``_node``,
   ``_prevNode``, ``_workflow``, ``_execution``, ``_runIndex``, ``_vars``, ``_env``,
   ``_now``/``_today`` (the workflow's timezone), ``_getWorkflowStaticData``. The
@@ -115,7 +115,7 @@ class Session:
     # -- the answer --------------------------------------------------------------
 
     def data(self) -> dict[str, Any]:
-        """The data answer, fetched on first use (one request per task)."""
+        """The data answer, fetched on first use (one call per task)."""
         if self._data is None:
             ok, payload = self._call(DATA_CALL, [])
             if not ok or not isinstance(payload, dict):

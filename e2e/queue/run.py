@@ -31,6 +31,7 @@ from typing import Any
 from e2e.queue import workflow as wf
 from e2e.queue.load import Load, Result, percentile
 from e2e.queue.stack import (
+    RUNNER_UID,
     Proc,
     Stack,
     StackError,
@@ -41,6 +42,8 @@ from e2e.queue.stack import (
     in_flight,
     log,
     metrics,
+    nonroot_runner,
+    proc_status,
     tail,
     tasks_all,
     tasks_ok,
@@ -55,6 +58,9 @@ INSTALL_LOG = Path("/tmp/n8n-install.log")
 CHECKS = {
     "stack": "redis, postgres, n8n main + 2 workers up; each taskbox registered with its "
              "own worker's broker",
+    "runner-nonroot": f"each taskbox runs as uid {RUNNER_UID} with no capabilities and "
+                      "no_new_privs (as the k8s sidecar) and reports rlimits, prctl and "
+                      "seccomp active",
     "hostnames": "every n8n process has its own host name (UTS namespace), and none "
                  "logged 'sharing the same hostId'",
     "load-answers": "every load request answered 200 with the right result",
@@ -109,11 +115,17 @@ def ensure_packages() -> None:
         return
     log("installing redis-server postgresql from Debian's packages (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends",
-                           "redis-server", "postgresql"], env=env, timeout=600, check=False,
-                          stdout=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise SystemExit("apt-get install -y redis-server postgresql failed")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "redis-server",
+               "postgresql"]
+    for attempt in range(2):
+        done = subprocess.run(install, env=env, timeout=600, check=False,
+                              stdout=subprocess.DEVNULL)
+        if done.returncode == 0:
+            return
+        if attempt == 0:  # a fresh machine's package lists may be missing or stale
+            subprocess.run(["apt-get", "update"], env=env, timeout=600, check=False,
+                           stdout=subprocess.DEVNULL)
+    raise SystemExit("apt-get install -y redis-server postgresql failed")
 
 
 def reexec_in_netns(args: argparse.Namespace) -> None:
@@ -221,7 +233,10 @@ def start_deployment(stack: Stack, args: argparse.Namespace) -> Deployment:
         f"{workers[0].pid}, {workers[1].pid}; brokers {broker_ports}) ready in "
         f"{time.monotonic() - t:.1f}s")
 
-    runner_argv = shlex.split(args.runner_cmd)
+    runner_argv = (shlex.split(args.runner_cmd) if args.runner_cmd
+                   else json.loads(os.environ.get("TB_QUEUE_RUNNER_ARGV", "[]")))
+    if not runner_argv:
+        raise StackError("no runner command")
     dep = Deployment(stack, main_port, worker_ports, broker_ports, health_ports, workers, [],
                      runner_argv, args.runner_concurrency)
     for k in range(2):
@@ -337,6 +352,23 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     dep = start_deployment(stack, args)
     checks.record("stack", True, f"main :{dep.main_port}, worker brokers {dep.broker_ports}, "
                   f"runner health/metrics {dep.health_ports}")
+    seen = []
+    for k, runner in enumerate(dep.runners):
+        status = proc_status(runner.pid)
+        layers = {key.split('"')[1]: v for key, v in metrics(dep.health_ports[k]).items()
+                  if key.startswith("taskbox_sandbox_layer_active{")}
+        seen.append((status.get("Uid", "?").split()[:1], status.get("CapEff"),
+                     status.get("CapBnd"), status.get("NoNewPrivs"),
+                     sorted(n for n, v in layers.items() if v == 1)))
+    want_uid = [str(RUNNER_UID)]
+    nonroot = all(u == want_uid and eff == bnd == "0000000000000000" and nnp == "1"
+                  and {"rlimits", "prctl", "seccomp"} <= set(active)
+                  for u, eff, bnd, nnp, active in seen)
+    checks.record("runner-nonroot", nonroot and not args.runner_cmd,
+                  "; ".join(f"taskbox{k + 1}: uid {u[0] if u else '?'}, CapEff {eff}, "
+                            f"CapBnd {bnd}, NoNewPrivs {nnp}, layers active {','.join(a)}"
+                            for k, (u, eff, bnd, nnp, a) in enumerate(seen))
+                  + (" (custom --runner-cmd)" if args.runner_cmd else ""))
     load = Load(dep.main_port, wf.WEBHOOK_PATH, wf.request_body, wf.expected,
                 timeout=args.http_timeout)
     table: list[str] = ["| phase | requests | req/s | p50 ms | p95 ms | p99 ms | "
@@ -529,8 +561,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--requests", type=int, default=int(env("TB_QUEUE_REQUESTS", "1000")))
     p.add_argument("--concurrency", type=int, default=int(env("TB_QUEUE_CONCURRENCY", "32")))
-    p.add_argument("--runner-cmd", default=env("TB_QUEUE_RUNNER",
-                                                f"{ROOT / '.venv/bin/taskbox'} connect"))
+    p.add_argument("--runner-cmd", default=env("TB_QUEUE_RUNNER"),
+                   help="the runner to test, as given (default: this checkout's taskbox as "
+                        f"uid {RUNNER_UID} without capabilities, as the k8s sidecar)")
     p.add_argument("--runner-concurrency", type=int, default=5,
                    help="N8N_RUNNERS_MAX_CONCURRENCY of each taskbox")
     p.add_argument("--worker-concurrency", type=int, default=10,
@@ -561,6 +594,11 @@ def main(argv: list[str]) -> int:
     if not os.environ.get("TB_QUEUE_IN_NETNS"):
         wait_install(900)
         ensure_packages()
+        if not args.runner_cmd:  # pip needs the registry: before the private netns
+            try:
+                os.environ["TB_QUEUE_RUNNER_ARGV"] = json.dumps(nonroot_runner(ROOT))
+            except StackError as exc:
+                raise SystemExit(f"cannot prepare the non-root runner: {exc}") from None
     reexec_in_netns(args)
 
     def bail(signum: int, _frame: object) -> None:
