@@ -152,7 +152,7 @@ class Config:
 
 def _is_secret_name(name: str) -> bool:
     base = name.removesuffix("_FILE")
-    return base in SECRET_VARS or (base.startswith("N8N_RUNNERS_")
+    return base in SECRET_VARS or (base.startswith(("N8N_RUNNERS_", "TASKBOX_"))
                                    and base.endswith(("_TOKEN", "_SECRET")))
 
 
@@ -162,7 +162,8 @@ def task_environment(environ: Mapping[str, str],
 
     n8n's runner shows its whole environment, tokens included; taskbox drops every
     secret it holds: the grant and auth tokens, every ``N8N_RUNNERS_*_TOKEN`` and
-    ``*_SECRET`` (and their ``_FILE`` paths), every ``*_FILE`` variable it read, and
+    ``*_SECRET`` and ``TASKBOX_*_TOKEN``/``*_SECRET`` (``taskbox serve``'s API token; and
+    their ``_FILE`` paths), every ``*_FILE`` variable it read, and
     any variable whose value is one of those secrets or a ``_FILE``'s content.
 
     Args:
