@@ -1,5 +1,8 @@
 """OS confinement of one worker process, applied before it reads any user code.
 
+(Over 600 lines on purpose: every kernel layer and the seccomp policy with its
+per-architecture tables live here, so the whole boundary is reviewed in one file.)
+
 This module owns every kernel-level layer of the sandbox: closing inherited
 fds, the process group, rlimits, the uid drop, prctl flags, Landlock and a
 hand-rolled seccomp BPF filter. It shares a process with hostile code, so it

@@ -1,5 +1,8 @@
 """The executor: runs one task in one confined worker and enforces the limits.
 
+(Over 600 lines on purpose: everything the runner enforces on a hostile worker --
+deadline, kill and reap, frame caps, print cap, RSS watch -- is read in one place.)
+
 The runner codes against :class:`Executor`::
 
     executor = Executor(limits, max_concurrency, logger)
