@@ -341,7 +341,7 @@ def settle(stack: Stack, expected: int, timeout: float = 30) -> dict[int, list[d
     deadline = time.monotonic() + timeout
     while True:
         rows = executions(stack)
-        final = sum(1 for k, v in rows.items() if k >= 0 for r in v
+        final = sum(1 for k, v in rows.items() if k >= 0 and k != WARMUP for r in v
                     if r["status"] not in ("new", "running"))
         if final >= expected or time.monotonic() > deadline:
             return rows
@@ -436,7 +436,7 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     loader.start()
     time.sleep(5)
     regs = registrations(dep, 0)
-    # kill while taskbox1 has tasks in flight (its /metrics: accepted - finished)
+    # kill while taskbox1 has tasks in flight (its /metrics: taskbox_busy_slots)
     busy_until = time.monotonic() + 10
     while (busy := in_flight(metrics(dep.health_ports[0]))) < 1 \
             and time.monotonic() < busy_until:
@@ -551,6 +551,14 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     print("n8n recorded for the fault phase's executions: " + tally(
         row["status"] + (f" ({row['error']})" if row["error"] else "")
         for res in fault for row in rows.get(res.index, [])))
+    examples: dict[str, list[str]] = {}
+    for res in fault:
+        for row in rows.get(res.index, []):
+            if row["status"] != "success":
+                examples.setdefault(row["error"], []).append(str(row["id"]))
+    if examples:
+        print("  e.g. execution ids (execution_entity.id): " + "; ".join(
+            f"{k}: {', '.join(v[:3])}" for k, v in sorted(examples.items())))
     print("failed requests' HTTP answers: " + tally(
         f"{r.status} {r.detail[:50]}" for r in fault if not r.ok))
     print()

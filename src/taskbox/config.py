@@ -10,19 +10,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from taskbox.errors import ConfigError
 from taskbox.executor.limits import DEFAULT_BUILTINS_DENY, Limits
 from taskbox.protocol.messages import DEFAULT_MAX_PAYLOAD
 
+if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
+    from sandbox import framing
+else:  # the one sandbox module taskbox may import (house-style.md §1)
+    from taskbox_sandbox import framing
+
 __all__ = ["SECRET_VARS", "Config", "HealthConfig", "LogFormat", "task_environment"]
 
 LogFormat = Literal["text", "json"]
 SECRET_VARS = ("N8N_RUNNERS_GRANT_TOKEN", "N8N_RUNNERS_AUTH_TOKEN")
 PIPE_MSG_MAX_SIZE = 2**32 - 1
-KNOWN_LAYERS = ("rlimits", "prctl", "setuid", "landlock", "seccomp")
+KNOWN_LAYERS = framing.LAYERS  # one list: what the zygote reports
 
 
 @dataclass(frozen=True, slots=True)
