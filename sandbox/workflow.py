@@ -21,6 +21,10 @@ code's names), so a task that uses none of them costs one walk over ``co_names``
 Values are plain ``dict``/``list`` data, copied on each read so one item's changes
 never leak into another's view (JavaScript's copy-on-write proxies).
 
+Over 600 lines on purpose: it is one concern, n8n's WorkflowDataProxy for Python (the
+names, the paired-item walk, the custom-data rules, the error texts), kept in one file
+that an auditor of the sandbox reads once rather than spread over several.
+
 Stdlib and orjson only; never imports ``taskbox``; logs nothing.
 """
 
