@@ -106,7 +106,7 @@ class Shutdown:
         await self._requested.wait()
         conn.proto.stop_offering()
         if executions and not self.force_exit:
-            log.info("waiting up to %.0f s for %d task(s)", self.grace, conn.proto.busy)
+            log.info("waiting up to %.0f s for %d running task(s)", self.grace, conn.proto.busy)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.grace):
                     await executions.wait_idle()
