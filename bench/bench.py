@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import psutil
 
-from taskbox.broker import EmbeddedBroker, TaskOutcome
+from taskbox.broker import EmbeddedBroker, RequestOutcome
 from taskbox.executor.pool import IDLE_SHRINK_S, IDLE_WORKERS
 
 AUTH_TOKEN = "bench-auth-token"
@@ -89,7 +89,7 @@ def small_items(n: int) -> list[dict[str, Any]]:
              "pairedItem": {"item": i}} for i in range(n)]
 
 
-def accept_to_done_ms(out: TaskOutcome) -> float:
+def accept_to_done_ms(out: RequestOutcome) -> float:
     """Broker-side ``runner:taskaccepted`` -> outcome, in ms."""
     if out.status != "done" or out.accepted_at is None:
         raise RuntimeError(f"task {out.task_id} failed: {out.error!r}")
@@ -288,7 +288,7 @@ async def throughput(broker: EmbeddedBroker, runner: RunnerProcess, tasks: int,
                      concurrency: int, sandboxed: bool = True) -> Throughput:
     """Tasks/s with ``concurrency`` submits in flight, ``tasks`` in total, and CPU per task."""
     todo = iter(range(tasks))
-    failures: list[TaskOutcome] = []
+    failures: list[RequestOutcome] = []
     task = settings(TRIVIAL)
 
     async def client() -> None:

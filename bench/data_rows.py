@@ -126,20 +126,25 @@ async def compare(other: Sequence[str], rounds: int, tasks: int) -> None:
             runner.close()
     finally:
         await broker.aclose()
-    print(f"trivial task p50, accept -> done, {tasks} tasks per round, {rounds} rounds "
-          f"alternating: this build {statistics.median(this):.3f} ms "
-          f"(rounds {', '.join(f'{v:.3f}' for v in this)}), other "
-          f"{statistics.median(that):.3f} ms (rounds {', '.join(f'{v:.3f}' for v in that)})")
+    if rounds:
+        print(f"trivial task p50, accept -> done, {tasks} tasks per round, {rounds} rounds "
+              f"alternating: this build {statistics.median(this):.3f} ms "
+              f"(rounds {', '.join(f'{v:.3f}' for v in this)}), other "
+              f"{statistics.median(that):.3f} ms "
+              f"(rounds {', '.join(f'{v:.3f}' for v in that)})")
     print(f"_('Customers').all() 1,000 items: {data['all']:.1f} ms; "
           f".item per item over 1,000 items: {data['item']:.1f} ms (median of 5)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="trivial-task p50 of this build vs another")
-    parser.add_argument("--other", required=True, help="the other runner's command line")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--other", default="", help="the other runner's command line")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="A/B rounds (0: only the two data rows of this build)")
     parser.add_argument("--tasks", type=int, default=300)
     args = parser.parse_args(argv)
+    if args.rounds and not args.other:
+        parser.error("--other is needed for the A/B rounds")
     asyncio.run(compare(shlex.split(args.other), args.rounds, args.tasks))
     return 0
 

@@ -94,6 +94,12 @@ def _out(node: str, output: int = 0) -> str:
     return f"[i['json'] for i in run[{node!r}][0]['data']['main'][{output}]]"
 
 
+def _refused(message: str) -> dict[str, Any]:
+    """n8n's Code node refused the result: the execution fails with ``message``."""
+    return {"status": 500, "json": {"message": "Error in workflow"},
+            "execution": {"status": "error", "check": f"err['message'] == {json.dumps(message)}"}}
+
+
 CASES: list[Case] = [
     # ------------------------------------------------------------------ continueOnFail
     Case(
@@ -524,9 +530,28 @@ CASES: list[Case] = [
         code="return [1, 2]",
         body=items({"x": 1}),
         timeout=30,
-        expect={"status": 500, "json": {"message": "Error in workflow"},
-                "execution": {"status": "error",
-                              "check": "err['message'] == \"Code doesn't return items properly\""}},
+        expect=_refused("Code doesn't return items properly"),
+    ),
+    Case(
+        name="94_per_item_scalar_return",
+        doc="Per item, `return 42` becomes {\"json\": 42} in the runner, which n8n's Code node "
+            "refuses with its own message; `taskbox run --mode each` says the same "
+            "(tests/standalone/test_n8n_result_checks.py).",
+        mode=EACH,
+        code="return 42",
+        body=items({"x": 1}),
+        timeout=30,
+        expect=_refused("A 'json' property isn't a dictionary [item 0]"),
+    ),
+    Case(
+        name="98_all_items_mixed_item_keys",
+        doc="An item with both `json` and a data key is refused by n8n (reserved key); "
+            "`taskbox run` says the same (tests/standalone/test_n8n_result_checks.py).",
+        mode=ALL,
+        code="return [{'json': {'a': 1}, 'extra': 2}]",
+        body=items({"x": 1}),
+        timeout=30,
+        expect=_refused("Invalid output format [item 0]"),
     ),
     Case(
         name="89_many_prints_unicode",

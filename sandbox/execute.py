@@ -327,11 +327,43 @@ def runtime_error(exc: BaseException, source_lines: list[str],
     stack = "Traceback (most recent call last):\n" + "".join(shown.format()) + tail
     error: dict[str, Any] = {"message": _clip(message), "description": kind,
                              "stack": _clip(stack)}
+    if _socket_refused(exc):
+        error["description"] = NETWORK_HINT
     if line is not None:
         error["lineNumber"] = line
     if item_index is not None:
         error["itemIndex"] = item_index
     return error
+
+
+#: The description of a refused socket (seccomp and Landlock cut the network): what to
+#: use instead. n8n shows it under the message.
+NETWORK_HINT: Final = ("The sandbox gives user code no network access: make HTTP requests "
+                       "with _helpers.httpRequest({'url': ...}), which n8n performs for the "
+                       "node")
+
+
+def _socket_refused(exc: BaseException) -> bool:
+    """Whether the sandbox refused a socket call somewhere in the exception's chain.
+
+    The refusal is a PermissionError out of the socket module; urllib (URLError.reason)
+    and requests (__context__) wrap it in their own errors.
+    """
+    seen: list[BaseException | None] = [exc]
+    for _ in range(8):
+        if not seen:
+            break
+        current = seen.pop()
+        if current is None:
+            continue
+        if isinstance(current, PermissionError) and any(
+                os.path.basename(f.filename) == "socket.py"
+                for f in traceback.extract_tb(current.__traceback__)):
+            return True
+        reason = getattr(current, "reason", None)
+        seen += [current.__cause__, current.__context__,
+                 reason if isinstance(reason, BaseException) else None]
+    return False
 
 
 def _source_line(lines: list[str], lineno: int | None) -> str:

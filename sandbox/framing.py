@@ -46,9 +46,11 @@ import orjson
 __all__ = [
     "BUFFER_TAG",
     "DEFAULT_MAX_FRAME",
+    "EXIT_CONFINE_FAILED",
     "FRAME_ERROR",
     "FRAME_EXIT",
     "FRAME_INIT",
+    "FRAME_POOL",
     "FRAME_PRINT",
     "FRAME_PRINT_CUT",
     "FRAME_READY",
@@ -60,6 +62,7 @@ __all__ = [
     "FRAME_TASK",
     "FRAME_WORKER",
     "HEADER_SIZE",
+    "LAYERS",
     "MAX_BUFFERS",
     "PRINT_PREFIX",
     "RESULT_PREFIX",
@@ -95,6 +98,12 @@ FRAME_PRINT_CUT: Final = "print_cut"
 FRAME_RPC: Final = "rpc"
 FRAME_RESULT: Final = "result"
 FRAME_ERROR: Final = "error"
+#: The confinement layers, in the order they are applied: the keys of the ``ready``
+#: frame's ``layers`` (confine.probe()), and the names TASKBOX_REQUIRE_LAYERS accepts.
+LAYERS: Final = ("rlimits", "prctl", "setuid", "landlock", "seccomp", "netns")
+#: A worker's exit status when its confinement could not be applied (zygote.py); the
+#: runner reports it as a sandbox failure, not as the task's doing.
+EXIT_CONFINE_FAILED: Final = 70
 #: How a worker writes its result frame: this prefix, the result's JSON, ``}``. The
 #: runner checks the prefix byte for byte before it splices the JSON (supervisor.py).
 RESULT_PREFIX: Final = b'{"t":"' + FRAME_RESULT.encode() + b'","result":'

@@ -7,7 +7,7 @@ that answer (§6, §7), with n8n's error texts (``workflow-data-proxy.ts``):
 
 * no request: ``_input.all()/first()/last()/item``, ``_json``, ``_binary``,
   ``_itemIndex`` come from the task's own items;
-* one request per task, made on first use, over the worker's channel like a
+* one call per task, made on first use, over the worker's channel like a
   ``_helpers`` call (``DATA_CALL``): ``_('Node')``, ``_input.params``, ``_node``,
   ``_prevNode``, ``_workflow``, ``_execution``, ``_runIndex``, ``_vars``, ``_env``,
   ``_now``/``_today`` (the workflow's timezone), ``_getWorkflowStaticData``. The
@@ -20,6 +20,10 @@ Only names the code mentions are defined (:func:`used_names`, from the compiled
 code's names), so a task that uses none of them costs one walk over ``co_names``.
 Values are plain ``dict``/``list`` data, copied on each read so one item's changes
 never leak into another's view (JavaScript's copy-on-write proxies).
+
+Over 600 lines on purpose: it is one concern, n8n's WorkflowDataProxy for Python (the
+names, the paired-item walk, the custom-data rules, the error texts), kept in one file
+that an auditor of the sandbox reads once rather than spread over several.
 
 Stdlib and orjson only; never imports ``taskbox``; logs nothing.
 """
@@ -97,6 +101,8 @@ class Session:
         self._data: dict[str, Any] | None = None
         self._nodes: dict[str, dict[str, Any]] | None = None
         self._parents: dict[str, list[tuple[str, int]]] | None = None
+        self._ancestors: set[str] | None = None
+        self._run_data: dict[str, Any] | None = None
         self._meta: dict[str, str] | None = None
         self._written: dict[str, str] = {}
         self._static: dict[str, Any] | None = None
@@ -113,7 +119,7 @@ class Session:
     # -- the answer --------------------------------------------------------------
 
     def data(self) -> dict[str, Any]:
-        """The data answer, fetched on first use (one request per task)."""
+        """The data answer, fetched on first use (one call per task)."""
         if self._data is None:
             ok, payload = self._call(DATA_CALL, [])
             if not ok or not isinstance(payload, dict):
@@ -125,8 +131,10 @@ class Session:
         return _dict(self.data().get("workflow"))
 
     def run_data(self) -> dict[str, Any]:
-        result = _dict(_dict(self.data().get("runExecutionData")).get("resultData"))
-        return _dict(result.get("runData"))
+        if self._run_data is None:
+            result = _dict(_dict(self.data().get("runExecutionData")).get("resultData"))
+            self._run_data = _dict(result.get("runData"))
+        return self._run_data
 
     def active_name(self) -> str:
         name = self.data().get("activeNodeName")
@@ -183,15 +191,18 @@ class Session:
         return None
 
     def ancestors(self) -> set[str]:
-        parents = self.parents()
-        found: set[str] = set()
-        queue = [self.active_name()]
-        while queue:
-            for src, _ in parents.get(queue.pop(), ()):
-                if src not in found:
-                    found.add(src)
-                    queue.append(src)
-        return found
+        """Every node upstream of this one (n8n's getParentNodes), computed once."""
+        if self._ancestors is None:
+            parents = self.parents()
+            found: set[str] = set()
+            queue = [self.active_name()]
+            while queue:
+                for src, _ in parents.get(queue.pop(), ()):
+                    if src not in found:
+                        found.add(src)
+                        queue.append(src)
+            self._ancestors = found
+        return self._ancestors
 
     # -- the namespace -----------------------------------------------------------
 

@@ -83,7 +83,7 @@ _NEVER_PRELOAD: frozenset[str] = frozenset({
     "__phello__",
 })
 #: A worker exits with this status when ``Confinement.apply`` fails.
-CONFINE_FAILED = 70
+CONFINE_FAILED = framing.EXIT_CONFINE_FAILED
 _PR_SET_PDEATHSIG = 1
 _CONTROL_MAX = 1 << 20
 

@@ -31,6 +31,7 @@ from typing import Any
 from e2e.queue import workflow as wf
 from e2e.queue.load import Load, Result, percentile
 from e2e.queue.stack import (
+    RUNNER_UID,
     Proc,
     Stack,
     StackError,
@@ -41,6 +42,8 @@ from e2e.queue.stack import (
     in_flight,
     log,
     metrics,
+    nonroot_runner,
+    proc_status,
     tail,
     tasks_all,
     tasks_ok,
@@ -55,7 +58,11 @@ INSTALL_LOG = Path("/tmp/n8n-install.log")
 CHECKS = {
     "stack": "redis, postgres, n8n main + 2 workers up; each taskbox registered with its "
              "own worker's broker",
-    "hostnames": "every n8n process has its own host id (no 'sharing the same hostId')",
+    "runner-nonroot": f"each taskbox runs as uid {RUNNER_UID} with no capabilities and "
+                      "no_new_privs (as the k8s sidecar) and reports rlimits, prctl and "
+                      "seccomp active",
+    "hostnames": "every n8n process has its own host name (UTS namespace), and none "
+                 "logged 'sharing the same hostId'",
     "load-answers": "every load request answered 200 with the right result",
     "load-spread": "both workers' runners ran tasks (each >= 20% of them)",
     "load-accounting": "runners' /metrics count exactly N ok tasks; n8n stored N successes",
@@ -108,11 +115,17 @@ def ensure_packages() -> None:
         return
     log("installing redis-server postgresql from Debian's packages (apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    done = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends",
-                           "redis-server", "postgresql"], env=env, timeout=600, check=False,
-                          stdout=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise SystemExit("apt-get install -y redis-server postgresql failed")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "redis-server",
+               "postgresql"]
+    for attempt in range(2):
+        done = subprocess.run(install, env=env, timeout=600, check=False,
+                              stdout=subprocess.DEVNULL)
+        if done.returncode == 0:
+            return
+        if attempt == 0:  # a fresh machine's package lists may be missing or stale
+            subprocess.run(["apt-get", "update"], env=env, timeout=600, check=False,
+                           stdout=subprocess.DEVNULL)
+    raise SystemExit("apt-get install -y redis-server postgresql failed")
 
 
 def reexec_in_netns(args: argparse.Namespace) -> None:
@@ -220,7 +233,10 @@ def start_deployment(stack: Stack, args: argparse.Namespace) -> Deployment:
         f"{workers[0].pid}, {workers[1].pid}; brokers {broker_ports}) ready in "
         f"{time.monotonic() - t:.1f}s")
 
-    runner_argv = shlex.split(args.runner_cmd)
+    runner_argv = (shlex.split(args.runner_cmd) if args.runner_cmd
+                   else json.loads(os.environ.get("TB_QUEUE_RUNNER_ARGV", "[]")))
+    if not runner_argv:
+        raise StackError("no runner command")
     dep = Deployment(stack, main_port, worker_ports, broker_ports, health_ports, workers, [],
                      runner_argv, args.runner_concurrency)
     for k in range(2):
@@ -289,6 +305,13 @@ def summary_row(name: str, results: list[Result], wall: float, spread: str) -> s
             f" {spread} | {sum(not r.ok for r in results)} |")
 
 
+def uts_hostname(pid: int) -> str:
+    """The host name process ``pid`` sees (its UTS namespace)."""
+    out = subprocess.run(["nsenter", "--uts", f"--target={pid}", "hostname"],
+                         capture_output=True, text=True, timeout=10, check=False)
+    return out.stdout.strip() if out.returncode == 0 else f"? ({out.stderr.strip()})"
+
+
 def tally(items: Iterable[str]) -> str:
     """'a x3, b x1' (most frequent first), or 'none'."""
     counts = Counter(items)
@@ -318,7 +341,7 @@ def settle(stack: Stack, expected: int, timeout: float = 30) -> dict[int, list[d
     deadline = time.monotonic() + timeout
     while True:
         rows = executions(stack)
-        final = sum(1 for k, v in rows.items() if k >= 0 for r in v
+        final = sum(1 for k, v in rows.items() if k >= 0 and k != WARMUP for r in v
                     if r["status"] not in ("new", "running"))
         if final >= expected or time.monotonic() > deadline:
             return rows
@@ -329,6 +352,23 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     dep = start_deployment(stack, args)
     checks.record("stack", True, f"main :{dep.main_port}, worker brokers {dep.broker_ports}, "
                   f"runner health/metrics {dep.health_ports}")
+    seen = []
+    for k, runner in enumerate(dep.runners):
+        status = proc_status(runner.pid)
+        layers = {key.split('"')[1]: v for key, v in metrics(dep.health_ports[k]).items()
+                  if key.startswith("taskbox_sandbox_layer_active{")}
+        seen.append((status.get("Uid", "?").split()[:1], status.get("CapEff"),
+                     status.get("CapBnd"), status.get("NoNewPrivs"),
+                     sorted(n for n, v in layers.items() if v == 1)))
+    want_uid = [str(RUNNER_UID)]
+    nonroot = all(u == want_uid and eff == bnd == "0000000000000000" and nnp == "1"
+                  and {"rlimits", "prctl", "seccomp"} <= set(active)
+                  for u, eff, bnd, nnp, active in seen)
+    checks.record("runner-nonroot", nonroot and not args.runner_cmd,
+                  "; ".join(f"taskbox{k + 1}: uid {u[0] if u else '?'}, CapEff {eff}, "
+                            f"CapBnd {bnd}, NoNewPrivs {nnp}, layers active {','.join(a)}"
+                            for k, (u, eff, bnd, nnp, a) in enumerate(seen))
+                  + (" (custom --runner-cmd)" if args.runner_cmd else ""))
     load = Load(dep.main_port, wf.WEBHOOK_PATH, wf.request_body, wf.expected,
                 timeout=args.http_timeout)
     table: list[str] = ["| phase | requests | req/s | p50 ms | p95 ms | p99 ms | "
@@ -343,7 +383,19 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
              "postgres": [p for p in stack.procs if p.name == "postgres"]}
     cpu0 = {k: sum(cpu_seconds(p.pid) for p in v) for k, v in parts.items()}
     log(f"load: {args.requests} requests at concurrency {args.concurrency}")
+    sampling = threading.Event()
+    busy_samples: list[list[int]] = [[], []]
+
+    def sample_busy() -> None:  # taskbox_busy_slots of both runners, 4 times a second
+        while not sampling.wait(0.25):
+            for k, port in enumerate(dep.health_ports):
+                busy_samples[k].append(in_flight(metrics(port)))
+
+    sampler = threading.Thread(target=sample_busy, daemon=True)
+    sampler.start()
     results, wall = fire(load, 0, args.requests, args.concurrency, args.load_seconds)
+    sampling.set()
+    sampler.join(5)
     after = [metrics(p) for p in dep.health_ports]
     load_avg = os.getloadavg()[0]
     cpu = {k: (sum(cpu_seconds(p.pid) for p in v) - cpu0[k]) * 1000 / max(1, len(results))
@@ -384,7 +436,7 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     loader.start()
     time.sleep(5)
     regs = registrations(dep, 0)
-    # kill while taskbox1 has tasks in flight (its /metrics: accepted - finished)
+    # kill while taskbox1 has tasks in flight (its /metrics: taskbox_busy_slots)
     busy_until = time.monotonic() + 10
     while (busy := in_flight(metrics(dep.health_ports[0]))) < 1 \
             and time.monotonic() < busy_until:
@@ -472,14 +524,22 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
                   f"{sum(len(v) for k, v in rows.items() if k >= 0 and k != WARMUP)} executions" + (f"; not exactly one: {missing[:5]}" if missing else "")
                   + (f"; status differs from the answer: {mismatch[:5]}" if mismatch else ""))
 
-    hosts = [count_in_log(p.logfile, "sharing the same hostId") for p in
-             [*(x for x in stack.procs if x.name == "n8n-main"), *dep.workers]]
-    checks.record("hostnames", sum(hosts) == 0,
-                  "tb16-main, tb16-worker1, tb16-worker2 (a UTS namespace each)")
+    n8ns = [*(x for x in stack.procs if x.name == "n8n-main"), *dep.workers[:1]]
+    names = [uts_hostname(p.pid) for p in n8ns]  # worker2 has been stopped by now
+    clashes = sum(count_in_log(p.logfile, "sharing the same hostId")
+                  for p in [*n8ns, *dep.workers])
+    checks.record("hostnames", names == ["tb16-main", "tb16-worker1"] and clashes == 0,
+                  f"host names {names} + tb16-worker2 (a UTS namespace each); "
+                  f"{clashes} 'sharing the same hostId' warnings")
 
     print()
     print("\n".join(table))
     print()
+    print("taskbox_busy_slots during the load (sampled every 0.25 s): " + "; ".join(
+        f"taskbox{k + 1} mean {sum(b) / max(1, len(b)):.2f}, max {max(b, default=0)} of "
+        f"{dep.runner_concurrency}, all {dep.runner_concurrency} busy in "
+        f"{100 * sum(x >= dep.runner_concurrency for x in b) / max(1, len(b)):.0f}% of samples"
+        for k, b in enumerate(busy_samples)))
     print("CPU per request in the load phase (user + system, ms): " + ", ".join(
         f"{k} {v:.1f}" for k, v in cpu.items()) + f"; machine: {os.cpu_count()} cores, "
         f"1-min load average at the end of the load {load_avg:.1f}")
@@ -491,6 +551,14 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
     print("n8n recorded for the fault phase's executions: " + tally(
         row["status"] + (f" ({row['error']})" if row["error"] else "")
         for res in fault for row in rows.get(res.index, [])))
+    examples: dict[str, list[str]] = {}
+    for res in fault:
+        for row in rows.get(res.index, []):
+            if row["status"] != "success":
+                examples.setdefault(row["error"], []).append(str(row["id"]))
+    if examples:
+        print("  e.g. execution ids (execution_entity.id): " + "; ".join(
+            f"{k}: {', '.join(v[:3])}" for k, v in sorted(examples.items())))
     print("failed requests' HTTP answers: " + tally(
         f"{r.status} {r.detail[:50]}" for r in fault if not r.ok))
     print()
@@ -501,8 +569,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--requests", type=int, default=int(env("TB_QUEUE_REQUESTS", "1000")))
     p.add_argument("--concurrency", type=int, default=int(env("TB_QUEUE_CONCURRENCY", "32")))
-    p.add_argument("--runner-cmd", default=env("TB_QUEUE_RUNNER",
-                                                f"{ROOT / '.venv/bin/taskbox'} connect"))
+    p.add_argument("--runner-cmd", default=env("TB_QUEUE_RUNNER"),
+                   help="the runner to test, as given (default: this checkout's taskbox as "
+                        f"uid {RUNNER_UID} without capabilities, as the k8s sidecar)")
     p.add_argument("--runner-concurrency", type=int, default=5,
                    help="N8N_RUNNERS_MAX_CONCURRENCY of each taskbox")
     p.add_argument("--worker-concurrency", type=int, default=10,
@@ -512,7 +581,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fault-requests", type=int, default=5000, help="cap for the fault phase")
     p.add_argument("--hold", type=float, default=0.5,
                    help="seconds each fault-phase task sleeps in the Code node")
-    p.add_argument("--load-seconds", type=float, default=240)
+    p.add_argument("--load-seconds", type=float, default=420,
+                   help="deadline of the load phase (1,000 requests take ~85 s here)")
     p.add_argument("--fault-seconds", type=float, default=180)
     p.add_argument("--after-seconds", type=float, default=8)
     p.add_argument("--http-timeout", type=float, default=60)
@@ -532,6 +602,11 @@ def main(argv: list[str]) -> int:
     if not os.environ.get("TB_QUEUE_IN_NETNS"):
         wait_install(900)
         ensure_packages()
+        if not args.runner_cmd:  # pip needs the registry: before the private netns
+            try:
+                os.environ["TB_QUEUE_RUNNER_ARGV"] = json.dumps(nonroot_runner(ROOT))
+            except StackError as exc:
+                raise SystemExit(f"cannot prepare the non-root runner: {exc}") from None
     reexec_in_netns(args)
 
     def bail(signum: int, _frame: object) -> None:

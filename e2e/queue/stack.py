@@ -2,13 +2,15 @@
 
 Every process is started here, in its own process group, and recorded; ``Stack.close``
 stops them all by pid (TERM, then KILL after a grace period) and is called on every
-exit path. Nothing listens beyond 127.0.0.1, and the caller normally runs all of it in
+exit path. Each is also started with a parent-death signal (``setpriv --pdeathsig
+KILL``), so not even a SIGKILL of the harness leaves one behind. Nothing listens beyond 127.0.0.1, and the caller normally runs all of it in
 a private network namespace that has only loopback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+SETPRIV = shutil.which("setpriv")  # util-linux; --pdeathsig since 2.33
 NOBODY = 65534  # PostgreSQL refuses to run as root
 
 
@@ -108,6 +111,13 @@ class Stack:
     def spawn(self, name: str, argv: list[str], env: dict[str, str], *,
               user: int | None = None, cwd: Path | None = None) -> Proc:
         logfile = self.work / f"{name}.log"
+        # SIGKILLed with us even if this harness is SIGKILLed itself. A credential change
+        # clears the parent-death signal, so an argv that is a setpriv already (the
+        # non-root runner) gets the option in that same call, applied after the change.
+        if SETPRIV and argv[0] == SETPRIV:
+            argv = [SETPRIV, "--pdeathsig", "KILL", *argv[1:]]
+        elif SETPRIV:
+            argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
         with logfile.open("ab") as out:
             popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True,
@@ -303,8 +313,10 @@ class Stack:
             "N8N_RUNNERS_HEALTH_CHECK_SERVER_PORT": str(health_port),
             "N8N_RUNNERS_STDLIB_ALLOW": "time",
             "N8N_RUNNERS_EXTERNAL_ALLOW": "",
+            # what deploy/k8s/n8n-worker.yaml requires: refuse to start without them
+            "TASKBOX_REQUIRE_LAYERS": "rlimits,prctl,seccomp",
         }
-        return self.spawn(name, argv, env)
+        return self.spawn(name, argv, env, cwd=Path("/"))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -338,10 +350,13 @@ def count_in_log(path: Path, needle: str) -> int:
 def metrics(port: int) -> dict[str, float]:
     """taskbox's /metrics as {'name{labels}': value}; {} when it does not answer."""
     status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    return parse_metrics(body.decode(errors="replace")) if status == 200 else {}
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus' text format as {'name{labels}': value}."""
     out: dict[str, float] = {}
-    if status != 200:
-        return out
-    for line in body.decode(errors="replace").splitlines():
+    for line in text.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
             with contextlib.suppress(ValueError):
@@ -362,3 +377,52 @@ def in_flight(sample: dict[str, float]) -> int:
     if "taskbox_busy_slots" in sample:
         return int(sample["taskbox_busy_slots"])
     return int(sample.get("taskbox_offers_accepted_total", 0)) - tasks_all(sample)
+
+
+#: The sidecar's uid (deploy/Dockerfile's TASKBOX_UID, deploy/k8s runAsUser).
+RUNNER_UID = 10001
+VENV_CACHE = Path("/var/tmp/tb16-queue-venv")
+
+
+def nonroot_runner(root: Path) -> list[str]:
+    """argv of taskbox as the Kubernetes sidecar runs it: uid/gid 10001, no capabilities
+    (bounding and inheritable sets empty), no_new_privs.
+
+    The project's .venv lives under /root (mode 0700 here), which uid 10001 cannot read,
+    so this installs the checkout (non-editable) into a venv made from Debian's
+    world-readable /usr/bin/python3 under /var/tmp, cached by a hash of the sources.
+    Needs the package registry: call it before entering the private network namespace.
+    Raises StackError when that cannot be done.
+    """
+    digest = hashlib.sha256()
+    for path in sorted([root / "pyproject.toml", *(root / "src").rglob("*"),
+                        *(root / "sandbox").rglob("*")]):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    venv = VENV_CACHE / digest.hexdigest()[:16]
+    taskbox = venv / "bin" / "taskbox"
+    if not (venv / ".complete").exists():
+        if VENV_CACHE.exists():
+            shutil.rmtree(VENV_CACHE)  # older builds
+        VENV_CACHE.mkdir(mode=0o755, parents=True)
+        log(f"building a venv uid {RUNNER_UID} can read ({venv}): /usr/bin/python3 + "
+            "pip install of this checkout (~30 s, cached)")
+        for argv in (["/usr/bin/python3", "-m", "venv", str(venv)],
+                     [str(venv / "bin/pip"), "install", "--quiet", "--no-cache-dir", str(root)]):
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                                  check=False)
+            if done.returncode != 0:
+                raise StackError(f"{' '.join(argv[:3])} failed: {done.stderr[-500:]}")
+        (venv / ".complete").touch()
+    return [SETPRIV or "setpriv", f"--reuid={RUNNER_UID}", f"--regid={RUNNER_UID}",
+            "--clear-groups", "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all",
+            str(taskbox), "connect"]
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status as a dict ({} when the process is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}

@@ -378,6 +378,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"TASKBOX_API_TOKEN={token}", flush=True)
     _scrub_secrets()
     from taskbox.api import ApiServer
+    from taskbox.runner.reaper import install_reaper
     from taskbox.standalone import LocalRunner
 
     async def serve() -> None:
@@ -386,6 +387,7 @@ def _serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        install_reaper(loop)  # a container's PID 1 too, like `taskbox connect`
         await local.start()
         api = ApiServer(local, token, args.host, args.port, max_body=args.max_request_bytes,
                         queue=args.queue)

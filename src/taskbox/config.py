@@ -10,18 +10,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from taskbox.errors import ConfigError
 from taskbox.executor.limits import DEFAULT_BUILTINS_DENY, Limits
+from taskbox.protocol.messages import DEFAULT_MAX_PAYLOAD
+
+if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
+    from sandbox import framing
+else:  # the one sandbox module taskbox may import (house-style.md §1)
+    from taskbox_sandbox import framing
 
 __all__ = ["SECRET_VARS", "Config", "HealthConfig", "LogFormat", "task_environment"]
 
 LogFormat = Literal["text", "json"]
 SECRET_VARS = ("N8N_RUNNERS_GRANT_TOKEN", "N8N_RUNNERS_AUTH_TOKEN")
 PIPE_MSG_MAX_SIZE = 2**32 - 1
-KNOWN_LAYERS = ("rlimits", "prctl", "setuid", "landlock", "seccomp")
+KNOWN_LAYERS = framing.LAYERS  # one list: what the zygote reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,7 @@ class Config:
     auth_token: str = field(default="", repr=False)
     runner_id: str = ""
     max_concurrency: int = 5
-    max_payload: int = 1_073_741_824
+    max_payload: int = DEFAULT_MAX_PAYLOAD
     auto_shutdown_timeout: float | None = None
     graceful_shutdown_timeout: float = 10.0
     connect_timeout: float = 60.0
@@ -89,7 +95,7 @@ class Config:
             memory_limit_mb=int(r.number("TASKBOX_MEMORY_LIMIT_MB", 512, integer=True,
                                          minimum=64)),
             cpu_limit_s=int(r.number("TASKBOX_CPU_LIMIT_SECONDS", 0, integer=True, minimum=0)),
-            max_payload=int(r.number("N8N_RUNNERS_MAX_PAYLOAD", 1_073_741_824, integer=True,
+            max_payload=int(r.number("N8N_RUNNERS_MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD, integer=True,
                                      minimum=1024, maximum=PIPE_MSG_MAX_SIZE)),
             print_cap_bytes=int(r.number("TASKBOX_PRINT_LIMIT_BYTES", 1_048_576, integer=True,
                                          minimum=1024)),
@@ -146,7 +152,7 @@ class Config:
 
 def _is_secret_name(name: str) -> bool:
     base = name.removesuffix("_FILE")
-    return base in SECRET_VARS or (base.startswith("N8N_RUNNERS_")
+    return base in SECRET_VARS or (base.startswith(("N8N_RUNNERS_", "TASKBOX_"))
                                    and base.endswith(("_TOKEN", "_SECRET")))
 
 
@@ -156,7 +162,8 @@ def task_environment(environ: Mapping[str, str],
 
     n8n's runner shows its whole environment, tokens included; taskbox drops every
     secret it holds: the grant and auth tokens, every ``N8N_RUNNERS_*_TOKEN`` and
-    ``*_SECRET`` (and their ``_FILE`` paths), every ``*_FILE`` variable it read, and
+    ``*_SECRET`` and ``TASKBOX_*_TOKEN``/``*_SECRET`` (``taskbox serve``'s API token; and
+    their ``_FILE`` paths), every ``*_FILE`` variable it read, and
     any variable whose value is one of those secrets or a ``_FILE``'s content.
 
     Args:

@@ -10,11 +10,10 @@
     ├── ConnectionClosed            the websocket broke, or we closed it
     │   └── AuthenticationFailed    the broker refused our auth or grant token
     │       └── GrantRejected       401/403 at the upgrade, or closed before inforequest
-    ├── TaskError                   a task failed after it was accepted
-    │   ├── TaskTimeout
-    │   ├── TaskCancelled
-    │   ├── SandboxCrashed          the worker or the zygote died or broke the pipe
-    │   └── LimitExceeded           memory, CPU, output or payload limit
+    ├── TaskError                   a task cannot run as asked (most failures are outcomes,
+    │   │                           TaskOutcome.kind, not exceptions: executor/task.py)
+    │   ├── SettingsError           broker:tasksettings lack code, nodeMode or items
+    │   └── SandboxCrashed          the worker or the zygote died or broke the pipe
     ├── SecurityViolation           (sans-I/O) the policy refused the code
     ├── SandboxUnavailable          a required confinement layer is missing at start-up
     └── ConfigError                 (sans-I/O) invalid configuration; names every variable
@@ -31,16 +30,14 @@ __all__ = [
     "ConnectionClosed",
     "GrantRejected",
     "InvalidTransition",
-    "LimitExceeded",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
     "SandboxCrashed",
     "SandboxUnavailable",
     "SecurityViolation",
-    "TaskCancelled",
+    "SettingsError",
     "TaskError",
-    "TaskTimeout",
     "TaskboxError",
 ]
 
@@ -84,23 +81,15 @@ class GrantRejected(AuthenticationFailed):
 
 
 class TaskError(TaskboxError):
-    """A task failed after it was accepted."""
+    """A task cannot run as asked; timeouts, limits and cancels are outcomes instead."""
 
 
-class TaskTimeout(TaskError):
-    """The task ran past its wall-clock limit."""
-
-
-class TaskCancelled(TaskError):
-    """The broker cancelled the task or the runner is shutting down."""
+class SettingsError(TaskError, ValueError):
+    """broker:tasksettings is missing something a task needs."""
 
 
 class SandboxCrashed(TaskError):
     """The worker or zygote died, or the pipe broke mid-task."""
-
-
-class LimitExceeded(TaskError):
-    """A memory, CPU, output or payload limit was hit."""
 
 
 class SecurityViolation(TaskboxError):

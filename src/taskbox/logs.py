@@ -56,7 +56,8 @@ EVENTS: dict[str, str] = {
     "rejecting task %s: %s": "task_rejected",
     "executor failed on task %s": "executor_failed",
     # sandbox
-    "sandbox ready: zygote pid %s keeps %d workers ready; layers %s": "sandbox_ready",
+    "sandbox ready: zygote pid %s keeps %d workers ready, %d under load; layers %s":
+        "sandbox_ready",
     "sandbox failed to start: %s": "sandbox_failed",
     "sandbox zygote (pid %s) died: %s": "zygote_died",
     "sandbox zygote restarted: pid %s": "zygote_restarted",

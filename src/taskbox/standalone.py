@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from taskbox.broker import EmbeddedBroker, TaskOutcome
+from taskbox.broker import EmbeddedBroker, RequestOutcome
 from taskbox.config import Config
 from taskbox.items import ItemsRejected, check_result
 from taskbox.runner.lifecycle import Runner
@@ -77,7 +77,7 @@ class Outcome:
         return self.error is None
 
 
-def settle(raw: TaskOutcome, settings: dict[str, Any]) -> Outcome:
+def settle(raw: RequestOutcome, settings: dict[str, Any]) -> Outcome:
     """Apply n8n's Code-node checks to the broker's outcome."""
     outcome = _check(raw, settings)
     if raw.data:
@@ -90,7 +90,7 @@ def settle(raw: TaskOutcome, settings: dict[str, Any]) -> Outcome:
                    submit_to_accept=raw.accepted_at - raw.submitted_at)
 
 
-def _check(raw: TaskOutcome, settings: dict[str, Any]) -> Outcome:
+def _check(raw: RequestOutcome, settings: dict[str, Any]) -> Outcome:
     if not raw.ok:
         error = raw.error if isinstance(raw.error, dict) else {"message": str(raw.error)}
         return Outcome(None, error, failure_kind(error), raw.prints)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 
-from taskbox.broker import EmbeddedBroker, TaskOutcome, serve
+from taskbox.broker import EmbeddedBroker, RequestOutcome, serve
 from tests.broker.conftest import AutoRunner, BrokerFactory, FakeRunner, settings
+from tests.utils import MS
 
 
 def frames(broker: EmbeddedBroker, direction: str, kind: str) -> list[dict[str, Any]]:
@@ -78,10 +80,27 @@ async def test_request_waits_for_an_offer(runner: FakeRunner, broker: EmbeddedBr
     assert (await pending).result == []
 
 
-async def test_expired_offer_is_not_matched(runner: FakeRunner, broker: EmbeddedBroker) -> None:
+async def offers_arrived(broker: EmbeddedBroker, *offer_ids: str) -> None:
+    for offer_id in offer_ids:
+        await broker.wait_for_event(lambda e, o=offer_id: e[2] == "in"  # type: ignore[misc]
+                                    and e[3].get("offerId") == o, timeout=5000 * MS)
+
+
+def skewed(make_broker: BrokerFactory) -> tuple[Any, list[float]]:
+    """A broker whose clock the test moves forward (``skew[0]`` seconds ahead)."""
+    skew = [0.0]
+    return (lambda **kw: make_broker(clock=lambda: time.monotonic() + skew[0], **kw)), skew
+
+
+async def test_expired_offer_is_not_matched(make_broker: BrokerFactory) -> None:
+    factory, skew = skewed(make_broker)
+    broker = await factory()
+    runner = FakeRunner(broker)
+    await runner.connect()
     await runner.offer("short", valid_for=30)
     await runner.offer("forever", valid_for=-1)
-    await asyncio.sleep(0.08)
+    await offers_arrived(broker, "short", "forever")
+    skew[0] = 1.0  # the 30 ms offer is long gone
     pending = asyncio.create_task(broker.submit(settings()))
     acc = await runner.expect("broker:taskofferaccept")
     assert acc["offerId"] == "forever"
@@ -90,13 +109,18 @@ async def test_expired_offer_is_not_matched(runner: FakeRunner, broker: Embedded
     await runner.done(acc["taskId"], [])
     await pending
     # The short offer expired and is gone from the pool; the forever one was used.
-    assert broker.protocol.open_offers(asyncio.get_running_loop().time()) == []
+    assert broker.protocol.open_offers(time.monotonic() + skew[0]) == []
+    await runner.close()
 
 
-async def test_only_expired_offers_means_request_waits(runner: FakeRunner,
-                                                      broker: EmbeddedBroker) -> None:
+async def test_only_expired_offers_means_request_waits(make_broker: BrokerFactory) -> None:
+    factory, skew = skewed(make_broker)
+    broker = await factory()
+    runner = FakeRunner(broker)
+    await runner.connect()
     await runner.offer("short", valid_for=20)
-    await asyncio.sleep(0.06)
+    await offers_arrived(broker, "short")
+    skew[0] = 1.0
     pending = asyncio.create_task(broker.submit(settings()))
     await runner.silent(0.1)
     await runner.offer("fresh")
@@ -380,8 +404,7 @@ async def test_disconnect_mid_task_fails_the_task(runner: FakeRunner,
     await runner.close()
     out = await pending
     assert out.status == "error" and out.error["message"] == "Node execution failed"
-    await asyncio.sleep(0.05)
-    assert broker.runner_ids == []
+    assert broker.runner_ids == []  # deregistered before the request failed
     assert broker.protocol.open_offers(0.0) == []
 
 
@@ -449,7 +472,11 @@ async def test_answered_pings_keep_the_runner(make_broker: BrokerFactory) -> Non
     broker = await make_broker(heartbeat_interval=0.05)
     fake = FakeRunner(broker, "alive")
     await fake.connect()
-    await asyncio.sleep(0.3)
+    conn = broker._registered["alive"]
+    for _ in range(3):  # three heartbeat rounds, each answered
+        conn.ponged.clear()
+        await asyncio.wait_for(conn.ponged.wait(), 5000 * MS)
+    assert conn.pongs >= 3
     assert broker.runner_ids == ["alive"]
     await fake.close()
 
@@ -502,7 +529,8 @@ async def test_aclose_closes_runners_with_1001_and_fails_open_requests(
     running = asyncio.create_task(broker.submit(settings()))
     await fake.accept_next()
     queued = asyncio.create_task(broker.submit(settings()))
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0)  # one turn: the submit reaches the core (it awaits nothing first)
+    assert len(broker.protocol.pending_request_ids()) == 1
     await broker.aclose()
     assert await fake.wait_closed() == 1001
     assert (await running).status == "error"
@@ -515,7 +543,7 @@ async def test_hundreds_of_concurrent_submits(broker: EmbeddedBroker) -> None:
     runners = [AutoRunner(broker, slots=8) for _ in range(3)]
     for r in runners:
         await r.start()
-    outs: list[TaskOutcome] = await asyncio.gather(
+    outs: list[RequestOutcome] = await asyncio.gather(
         *(broker.submit(settings([{"json": {"i": i}}])) for i in range(300)))
     assert [o.result for o in outs] == [[{"json": {"i": i}}] for i in range(300)]
     assert len({o.task_id for o in outs}) == 300
@@ -564,11 +592,20 @@ async def test_wait_for_runners_times_out(broker: EmbeddedBroker) -> None:
 
 async def test_serve_runs_until_cancelled(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "taskbox.broker")
-    task = asyncio.create_task(serve("127.0.0.1", 0, "secret-token", rate_limit=None))
-    for _ in range(100):
-        if "Task broker ready at" in caplog.text:
-            break
-        await asyncio.sleep(0.01)
+    ready = asyncio.Event()
+
+    class Ready(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("Task broker ready at"):
+                ready.set()
+
+    handler = Ready()
+    logging.getLogger("taskbox.broker").addHandler(handler)
+    try:
+        task = asyncio.create_task(serve("127.0.0.1", 0, "secret-token", rate_limit=None))
+        await asyncio.wait_for(ready.wait(), 5000 * MS)
+    finally:
+        logging.getLogger("taskbox.broker").removeHandler(handler)
     url = caplog.text.split("Task broker ready at ")[1].split()[0]
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{url}/healthz") as resp:

@@ -14,14 +14,14 @@ from typing import Any
 import orjson
 import pytest
 
-from taskbox.broker import EmbeddedBroker, TaskOutcome
+from taskbox.broker import EmbeddedBroker, RequestOutcome
 from taskbox.broker.helpers import call_helper, pretty_bytes
 from tests.broker.conftest import FakeRunner, settings
 
 
 @pytest.fixture
 async def running(runner: FakeRunner, broker: EmbeddedBroker
-                  ) -> AsyncIterator[tuple[str, asyncio.Task[TaskOutcome]]]:
+                  ) -> AsyncIterator[tuple[str, asyncio.Task[RequestOutcome]]]:
     """A task accepted by the fake runner and waiting for it to finish."""
     await runner.offer("o1")
     binary = {"data": {"data": base64.b64encode(b"hello world").decode(), "mimeType": "text/plain",
@@ -49,7 +49,7 @@ async def call(runner: FakeRunner, task_id: str, name: str, *params: Any,
 
 
 async def test_log_node_output_recorded_and_answered(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]]) -> None:
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]]) -> None:
     task_id, pending = running
     resp = await call(runner, task_id, "logNodeOutput", "'hello from python'", "42")
     assert resp == {"type": "broker:rpcresponse", "taskId": task_id, "callId": "c1",
@@ -61,7 +61,7 @@ async def test_log_node_output_recorded_and_answered(
 
 
 async def test_unknown_rpc_is_method_not_allowed(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]]) -> None:
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]]) -> None:
     task_id, _ = running
     for name in ("helpers.evil", "require", "constructor"):
         resp = await call(runner, task_id, name)
@@ -69,7 +69,7 @@ async def test_unknown_rpc_is_method_not_allowed(
 
 
 async def test_allowlisted_but_missing_is_could_not_find_method(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]]) -> None:
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]]) -> None:
     task_id, _ = running
     for name in ("helpers.request", "helpers.setBinaryDataBuffer"):
         resp = await call(runner, task_id, name, {})
@@ -77,7 +77,7 @@ async def test_allowlisted_but_missing_is_could_not_find_method(
 
 
 async def test_rpc_after_done_is_ignored(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]],
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]],
         broker: EmbeddedBroker) -> None:
     task_id, pending = running
     await runner.done(task_id, [])
@@ -99,7 +99,7 @@ async def test_rpc_before_settings_is_ignored(runner: FakeRunner, broker: Embedd
 
 
 async def test_late_helper_reply_is_dropped(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]],
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]],
         http_server: str) -> None:
     task_id, pending = running
     await runner.rpc(task_id, "slow", "helpers.httpRequest", [{"url": f"{http_server}/slow"}])
@@ -112,7 +112,7 @@ async def test_late_helper_reply_is_dropped(
 
 
 async def test_get_binary_data_buffer_and_prepare_binary_data_round_trip(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]]) -> None:
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]]) -> None:
     task_id, _ = running
     resp = await call(runner, task_id, "helpers.getBinaryDataBuffer", 0, "data")
     assert resp["status"] == "success"
@@ -134,7 +134,7 @@ async def test_get_binary_data_buffer_and_prepare_binary_data_round_trip(
 
 
 async def test_binary_helper_errors(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]]) -> None:
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]]) -> None:
     task_id, _ = running
     cases = [((1, "data"), "No binary data exists on item!"),
              ((0, "other"), 'Item has no binary property called "other"'),
@@ -238,7 +238,7 @@ def http_server() -> Iterator[str]:
 
 
 async def test_http_request_get_post_and_404(
-        runner: FakeRunner, running: tuple[str, asyncio.Task[TaskOutcome]],
+        runner: FakeRunner, running: tuple[str, asyncio.Task[RequestOutcome]],
         http_server: str) -> None:
     task_id, _ = running
     resp = await call(runner, task_id, "helpers.httpRequest",

@@ -527,3 +527,33 @@ def test_queue_compose_file() -> None:
         assert runner["read_only"] is True and runner["cap_drop"] == ["ALL"]
         assert "no-new-privileges:true" in runner["security_opt"]
 
+
+
+def _compose_value(value: str) -> str:
+    """Compose's interpolation for what these files use: ${X:-default}, ${X:?error}."""
+    def sub(m: re.Match[str]) -> str:
+        return m.group(2) if m.group(1) == ":-" else "from-the-env-file"
+    return re.sub(r"\$\{[A-Z0-9_]+(:-|:\?)([^}]*)\}", sub, value)
+
+
+def test_taskbox_accepts_the_sidecar_and_compose_environments(tmp_path: Path) -> None:
+    """Not only the names: taskbox's own parser takes every value as given."""
+    docs = manifests()
+    sidecar = _container(docs, "n8n-worker", "taskbox")
+    env = env_of(sidecar, {})
+    token = tmp_path / "runners-auth-token"
+    token.write_text("s3cret\n")
+    env["N8N_RUNNERS_AUTH_TOKEN_FILE"] = str(token)
+    config = Config.from_env(env)
+    assert config.auth_token == "s3cret"
+    assert config.broker_uri == "http://127.0.0.1:5679"
+    assert (config.health.enabled, config.health.host, config.health.port) == \
+        (True, "0.0.0.0", 5681)
+    assert config.max_concurrency == 5 and config.limits.memory_limit_mb == 512
+    assert config.limits.stdlib_allow and config.limits.require_layers
+    for name, service in queue_compose()["services"].items():
+        if name.startswith("taskbox-"):
+            values = {k: _compose_value(v) for k, v in service["environment"].items()}
+            parsed = Config.from_env(values)
+            assert parsed.broker_host_port == "127.0.0.1:5679"
+            assert parsed.auth_token == "from-the-env-file"

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from taskbox.broker import EmbeddedBroker
-from taskbox.broker.server import TaskOutcome
+from taskbox.broker.server import RequestOutcome
 from taskbox.executor.pool import IDLE_WORKERS
 from taskbox.runner import Runner
 from tests.integration.conftest import AUTH, runner_env, settings, start_runner, stop_runner
@@ -69,7 +69,7 @@ def of_type(broker: EmbeddedBroker, direction: str, kind: str) -> list[dict[str,
 
 
 async def running(broker: EmbeddedBroker, code: str,
-                  **kw: Any) -> tuple[asyncio.Task[TaskOutcome], str]:
+                  **kw: Any) -> tuple[asyncio.Task[RequestOutcome], str]:
     """Submit ``code`` and wait until the runner got its settings; returns (outcome, task id)."""
     before = len(of_type(broker, "out", "broker:tasksettings"))
     pending = asyncio.create_task(broker.submit(settings(code), **kw))

@@ -20,7 +20,8 @@ import orjson
 import pytest
 
 from taskbox.broker import EmbeddedBroker
-from taskbox.runner.rpc_router import METHOD_NOT_ALLOWED, refusal
+from taskbox.protocol.messages import RPC_METHOD_NOT_ALLOWED as METHOD_NOT_ALLOWED
+from taskbox.runner.rpc_router import refusal
 from tests.integration.conftest import InProcess, settings, start_runner, stop_runner
 
 SLOW_LIMIT = 20.0  # seconds a /slow request waits at most for the test to release it

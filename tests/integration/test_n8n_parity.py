@@ -89,6 +89,14 @@ def error(message: dict[str, Any]) -> dict[str, Any]:
     return err
 
 
+async def refused(pair: Pair, code: str) -> str:
+    """Run code the analyzer must refuse; returns the ``Line N: ...`` description."""
+    err = error(await pair.run(code))
+    assert err["message"] == "Security violations detected"
+    description: str = err["description"]
+    return description
+
+
 # ---------------------------------------------------------------- the fixture itself
 
 
@@ -281,33 +289,27 @@ async def test_cannot_bypass_import_restrictions_via_builtins_dict(n8n: Pair) ->
 
 
 async def test_cannot_bypass_import_restrictions_via_spec_loader(n8n: Pair) -> None:
-    err = error(await n8n.run("m = __spec__.loader.load_module('os')\nreturn []"))
-    assert err["message"] == "Security violations detected"
-    assert "__spec__" in err["description"]
+    code = "m = __spec__.loader.load_module('os')\nreturn []"
+    assert "__spec__" in await refused(n8n, code)
 
 
 async def test_cannot_bypass_import_restrictions_via_loader(n8n: Pair) -> None:
-    err = error(await n8n.run("m = __loader__.load_module('os')\nreturn []"))
-    assert err["message"] == "Security violations detected"
-    assert "'__loader__'" in err["description"]
+    code = "m = __loader__.load_module('os')\nreturn []"
+    assert "'__loader__'" in await refused(n8n, code)
 
 
 async def test_cannot_bypass_import_restrictions_via_sys_builtins(wildcard: Pair) -> None:
-    err = error(await wildcard.run("import sys\nos = sys.__builtins__['__import__']('os')"))
-    assert err["message"] == "Security violations detected"
-    assert "__builtins__" in err["description"]
+    code = "import sys\nos = sys.__builtins__['__import__']('os')"
+    assert "__builtins__" in await refused(wildcard, code)
 
 
 async def test_cannot_bypass_via_format_string(n8n: Pair) -> None:
-    err = error(await n8n.run("return [{'x': '{0.__class__.__base__}'.format(1)}]"))
-    assert err["message"] == "Security violations detected"
-    assert "String pattern accessing '__class__' is disallowed" in err["description"]
+    code = "return [{'x': '{0.__class__.__base__}'.format(1)}]"
+    assert "String pattern accessing '__class__' is disallowed" in await refused(n8n, code)
 
 
 async def test_cannot_access_name_mangled_attributes(n8n: Pair) -> None:
-    err = error(await n8n.run("x = _items._List__secret\nreturn []"))
-    assert err["message"] == "Security violations detected"
-    assert "name-mangled" in err["description"]
+    assert "name-mangled" in await refused(n8n, "x = _items._List__secret\nreturn []")
 
 
 async def _env(pair: Pair, mode: str) -> dict[str, str]:
@@ -473,9 +475,13 @@ async def test_print_complex_types(n8n: Pair) -> None:
 async def test_print_edge_cases(n8n: Pair) -> None:
     message, console = await _console(n8n, """
         print("Hello 世界 🌍")
-        print({"emoji": "🚀", "chinese": "你好"})
+        print({"emoji": "🚀", "chinese": "你好", "arabic": "مرحبا"})
+        print("Line\\nbreak")
+        print("Tab\\tseparated")
+        print('Quote "test" here')
         print()
         print("")
+        print("   ")
         print([])
         print({})
         print(())
@@ -483,8 +489,9 @@ async def test_print_edge_cases(n8n: Pair) -> None:
         return [{"test": "complete"}]
     """)
     assert done(message) == [{"test": "complete"}]
-    assert console == [["'Hello 世界 🌍'"], ['{"emoji": "🚀", "chinese": "你好"}'], [], ["''"],
-                       ["[]"], ["{}"], ["[]"], ["'" + "x" * 1000 + "'"]]
+    assert console == [["'Hello 世界 🌍'"], ['{"emoji": "🚀", "chinese": "你好", "arabic": "مرحبا"}'],
+                       ["'Line\nbreak'"], ["'Tab\tseparated'"], ["'Quote \"test\" here'"],
+                       [], ["''"], ["'   '"], ["[]"], ["{}"], ["[]"], ["'" + "x" * 1000 + "'"]]
 
 
 # ---------------------------------------------------------------- prints never hold a result

@@ -18,8 +18,17 @@ from tests.integration.conftest import (
     start_runner,
     stop_runner,
 )
+from tests.utils import MS
 
 BUSY = "import time\nt = time.time()\nwhile time.time() - t < {s}:\n    pass\nreturn [{{'json': {{'done': True}}}}]"
+#: BUSY that first prints: its runner:rpc proves the code is running (no sleep needed).
+RUNNING = "print('running')\n" + BUSY
+
+
+async def code_running(broker: EmbeddedBroker) -> None:
+    """Wait until user code has started: its first print reached the broker."""
+    await broker.wait_for_event(
+        lambda e: e[2] == "in" and e[3].get("type") == "runner:rpc", timeout=20000 * MS)
 
 
 def frames(broker: EmbeddedBroker, direction: str, kind: str) -> list[dict[str, Any]]:
@@ -75,15 +84,17 @@ async def test_malformed_frames_are_skipped_and_the_runner_keeps_serving(env: In
 
 
 async def test_cancel_running_task_kills_it_and_runner_serves_next(env: InProcess) -> None:
-    pending = asyncio.create_task(env.broker.submit(settings(BUSY.format(s=30))))
-    await env.broker.wait_for_event(lambda e: e[3].get("type") == "broker:tasksettings")
+    pending = asyncio.create_task(env.broker.submit(settings(RUNNING.format(s=30))))
+    await code_running(env.broker)
     task_id = frames(env.broker, "out", "broker:tasksettings")[-1]["taskId"]
-    await asyncio.sleep(0.3)
     started = time.monotonic()
     await env.broker.cancel(task_id, reason="user cancelled")
     out = await asyncio.wait_for(pending, 10)
     assert out.status == "error"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 5000 * MS  # a hang detector, far above the ~10 ms
+    report = await env.broker.wait_for_event(
+        lambda e: e[2] == "in" and e[3].get("type") == "runner:taskerror", timeout=5000 * MS)
+    assert report[3]["error"]["message"] == "Task was cancelled"
     nxt = await env.broker.submit(settings("return [{'json': {'after': 1}}]"))
     assert nxt.result == [{"json": {"after": 1}}]
 
@@ -120,8 +131,8 @@ async def test_health_endpoint_answers_during_a_busy_task(broker: EmbeddedBroker
         N8N_RUNNERS_HEALTH_CHECK_SERVER_PORT="0")
     try:
         assert runner.health is not None
-        pending = asyncio.create_task(broker.submit(settings(BUSY.format(s=2))))
-        await asyncio.sleep(0.5)
+        pending = asyncio.create_task(broker.submit(settings(RUNNING.format(s=2))))
+        await code_running(broker)
         url = f"http://127.0.0.1:{runner.health.port}/healthz"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=2).read())
         assert body == b"OK"
@@ -161,9 +172,8 @@ async def test_sigterm_with_task_in_flight_completes_task_and_exits_0(
         broker: EmbeddedBroker, spawn: Any) -> None:
     child = spawn(runner_env(broker))
     await broker.wait_for_runners(1, timeout=20)
-    pending = asyncio.create_task(broker.submit(settings(BUSY.format(s=1.5))))
-    await broker.wait_for_event(lambda e: e[3].get("type") == "broker:tasksettings")
-    await asyncio.sleep(0.2)
+    pending = asyncio.create_task(broker.submit(settings(RUNNING.format(s=1.5))))
+    await code_running(broker)
     child.proc.send_signal(signal.SIGTERM)
     out = await asyncio.wait_for(pending, 15)
     assert out.status == "done" and out.result == [{"json": {"done": True}}]
@@ -179,7 +189,6 @@ async def test_reconnects_with_auth_token_after_broker_restart(spawn: Any) -> No
     await broker.wait_for_runners(1, timeout=20)
     assert (await broker.submit(settings("return [{'json': {'v': 1}}]"))).status == "done"
     await broker.aclose()
-    await asyncio.sleep(0.5)
     broker2 = EmbeddedBroker(host="127.0.0.1", port=port, auth_token=AUTH, rate_limit=1000.0)
     await broker2.start()
     try:

@@ -121,7 +121,24 @@ return {"sku": _json["sku"], "customer": _("Customers").item["json"]["name"],
         {"sku": "2-a", "customer": "Bob", "line": "2-a", "i": 2, "match": 1}]
     frames = data_frames(env.broker, out.task_id)
     assert len(frames) == 2  # three runs of the code, one round trip
-    assert frames[0]["requestParams"]["dataOfNodes"] == "all"  # paired items: any node
+    assert frames[0]["requestParams"]["dataOfNodes"] == ["Customers", "Lines"]
+
+
+async def test_paired_read_fetches_the_nodes_in_between_in_a_second_request(
+        env: InProcess) -> None:
+    raw = {"nodes": [{"name": "Trigger", "items": [{"big": "x" * 1000}]},
+                     *CONTEXT["nodes"]]}
+    context = load_context(raw)
+    task = settings("return {'c': _('Customers').item['json']['name']}", each=True)
+    task["items"] = link_items([{"json": {"sku": s}} for s in ("1-a", "1-b", "2-a")], context)
+    out = await env.broker.submit(task, context=context)
+    assert out.ok, out.error
+    assert [i["json"]["c"] for i in out.result] == ["Ann", "Ann", "Bob"]
+    requests = [f for f in data_frames(env.broker, out.task_id)
+                if f["type"] == "runner:taskdatarequest"]
+    # Customers first, then only what lies between it and the code: Lines (not Trigger)
+    assert [r["requestParams"]["dataOfNodes"] for r in requests] == [["Customers"], ["Lines"]]
+    assert all(r["requestParams"]["input"] == {"include": False} for r in requests)
 
 
 async def test_errors_carry_n8n_wording_and_line_numbers(env: InProcess) -> None:

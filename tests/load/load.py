@@ -66,7 +66,7 @@ from typing import IO, Any
 
 import psutil
 
-from taskbox.broker import EmbeddedBroker, TaskOutcome
+from taskbox.broker import EmbeddedBroker, RequestOutcome
 from taskbox.executor.pool import IDLE_WORKERS
 
 __all__ = ["KINDS", "NORMAL_KINDS", "WRONG_OUTCOMES", "LoadReport", "Options", "main", "render",
@@ -185,14 +185,14 @@ def task_settings(kind: str, tag: str) -> dict[str, Any]:
     }
 
 
-def _message(out: TaskOutcome) -> str:
+def _message(out: RequestOutcome) -> str:
     error = out.error
     if isinstance(error, dict):
         return str(error.get("message", ""))
     return str(error)
 
 
-def check(kind: str, tag: str, out: TaskOutcome) -> str | None:
+def check(kind: str, tag: str, out: RequestOutcome) -> str | None:
     """None if ``out`` is what ``kind`` expects, else what was wrong."""
     if kind in ("failing", "memory", "timeout"):
         if out.status != "error":

@@ -30,6 +30,7 @@ def test_allowed_env_is_startup_env_minus_every_secret(tmp_path: Path) -> None:
         "N8N_RUNNERS_AUTH_TOKEN_FILE": str(auth_file),
         "N8N_RUNNERS_FUTURE_SECRET": "some-secret-value-1",
         "N8N_RUNNERS_OTHER_TOKEN_FILE": "/run/secrets/other",
+        "TASKBOX_API_TOKEN": "serve-api-token-5555",  # taskbox serve's bearer token
         "LEAKED_COPY": "auth-token-from-file-9876",
         "SHORT": "true",  # too short to be taken for a secret's copy
     }

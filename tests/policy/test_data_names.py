@@ -43,14 +43,21 @@ def test_literal_node_names_and_flags() -> None:
 
 
 @pytest.mark.parametrize("code", [
-    "return [_('Customers').item]",             # paired items walk upstream
+    "return [_('Customers').item]",
     "return [_('Customers').pairedItem(0)]",
-    "return [_('Customers').item_matching(0)]",
+    "return [_('Customers').item_matching(0), _('Customers').all()]",
+])
+def test_paired_reads_name_their_node_and_mark_it(code: str) -> None:
+    # the runner adds the nodes between Customers and this one (runner/workflow_data.py)
+    assert plan(code) == DataPlan(("Customers",), False, False, paired=("Customers",))
+
+
+@pytest.mark.parametrize("code", [
     "name = 'Cust' + 'omers'\nreturn _(name).all()",
     "c = _('Customers')\nreturn c.all()",        # kept in a variable
     "f = _\nreturn f('X').all()",                # ``_`` passed around
 ])
-def test_computed_or_paired_reads_ask_for_every_node(code: str) -> None:
+def test_computed_or_aliased_reads_ask_for_every_node(code: str) -> None:
     result = plan(code)
     assert result is not None and result.nodes is None
     assert result.request_params()["dataOfNodes"] == "all"

@@ -159,6 +159,31 @@ def test_a_data_request_without_input_is_never_answered_as_by_n8n() -> None:
     assert pair.take_broker_events() == []  # n8n throws on input.include and stays silent
 
 
+PARAMS: dict[str, Any] = {"dataOfNodes": ["Orders"], "prevNode": True,
+                          "input": {"include": False}, "env": False}
+
+
+def test_a_data_request_shares_the_request_book_with_rpc() -> None:
+    pair = connected()
+    task_id = running(pair)
+    request_id = pair.runner.send_data_request(task_id, PARAMS)
+    pair.pump()
+    assert pair.take_wire() == to_broker(m.TaskDataRequest(task_id, request_id, PARAMS))
+    assert pair.take_broker_events() == [
+        DataRequested("q1", task_id, "r1", request_id, PARAMS, SETTINGS)]
+    assert pair.broker.respond_data(task_id, request_id, {"workflow": {"id": "w1"}})
+    pair.pump()
+    assert pair.take_wire() == to_runner(
+        m.TaskDataResponse(task_id, request_id, {"workflow": {"id": "w1"}}))
+    assert pair.take_runner_events() == [
+        RpcResult(task_id, request_id, True, {"workflow": {"id": "w1"}})]
+    assert len(pair.runner.calls) == 0
+    # A second answer for the same id is ignored, as for RPCs.
+    assert pair.broker.respond_data(task_id, request_id, {})
+    pair.pump()
+    assert pair.take_runner_events() == []
+
+
 def test_a_name_outside_the_allowlist_is_refused_by_the_broker() -> None:
     pair = connected()
     task_id = running(pair)

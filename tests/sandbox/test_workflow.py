@@ -6,6 +6,7 @@ DataRequestResponseBuilder gives); no worker, no runner.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -142,3 +143,25 @@ def test_binary_drops_the_data_field_and_records_read_like_attributes() -> None:
     assert names["_workflow"].name == names["_workflow"]["name"]
     with pytest.raises(AttributeError, match="_workflow has no attribute 'nope'"):
         _ = names["_workflow"].nope
+
+
+def test_jmespath_checks_arguments_as_n8n_and_needs_the_package() -> None:
+    s = workflow.Session(workflow.NAMES, Calls({}, []), [], False)
+    search = s.names(None)["_jmespath"]
+    with pytest.raises(workflow.ExpressionError, match=r"^expected two arguments \(Object"):
+        search("not an object", "a")
+    if importlib.util.find_spec("jmespath") is None:
+        with pytest.raises(workflow.ExpressionError, match="needs the 'jmespath' package"):
+            search({"a": 1}, "a")
+    else:
+        assert search({"a": [1, 2]}, "a[1]") == 2
+
+
+def test_contexts_of_the_previous_and_a_named_node() -> None:
+    raw = {"nodes": [{"name": "Loop", "items": [{"x": 1}]}],
+           "context": {"node:Loop": {"done": False, "items": [1]}}}
+    s, _ = session(raw, [{"i": 0}])
+    names = s.names(None)
+    assert names["_input"].context == {"done": False, "items": [1]}
+    assert names["_"]("Loop").context == {"done": False, "items": [1]}
+    assert names["_input"].params == {}

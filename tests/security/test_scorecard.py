@@ -6,7 +6,6 @@ does and checks its verdict.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-_MISSING = [
-    name for name in ("taskbox.broker", "taskbox.runner.lifecycle", "taskbox.executor.supervisor")
-    if importlib.util.find_spec(name) is None
-]
-
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(bool(_MISSING), reason=f"runner/broker not importable yet: {_MISSING}")
 def test_scorecard_finds_no_leak_and_no_crash() -> None:
     done = subprocess.run(
         [sys.executable, str(REPO / "security" / "scorecard.py")],
@@ -40,7 +33,6 @@ def test_scorecard_finds_no_leak_and_no_crash() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(bool(_MISSING), reason=f"runner/broker not importable yet: {_MISSING}")
 def test_scorecard_reports_a_leak(tmp_path: Path) -> None:
     """Positive control: a case that returns the escape marker must fail the run."""
     (tmp_path / "Z01_selftest.py").write_text(

@@ -110,6 +110,18 @@ def test_refused_import_hints_at_the_flag() -> None:
     assert "hint: allow it with --stdlib-allow csv" in done.stderr
 
 
+@pytest.mark.parametrize(("allow", "code"), [
+    ("socket", "import socket\nsocket.socket()\nreturn []\n"),
+    ("urllib.request", "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9')\n"
+                       "return []\n"),
+])
+def test_refused_socket_points_to_http_request_helper(allow: str, code: str) -> None:
+    done = taskbox("run", "-", "--stdlib-allow", allow, code=code)
+    assert done.returncode == EXIT_TASK_ERROR
+    assert "[line 2]" in done.stderr
+    assert "no network access: make HTTP requests with _helpers.httpRequest(" in done.stderr
+
+
 def test_time_prints_accept_to_done() -> None:
     done = taskbox("run", "-", "--time", code="return []\n")
     assert done.returncode == 0, done.stderr

@@ -7,6 +7,6 @@ benchmarks and the security scorecard talk to (``EmbeddedBroker``).
 from __future__ import annotations
 
 from taskbox.broker.grants import GrantStore
-from taskbox.broker.server import BrokerOutcome, EmbeddedBroker, TaskOutcome, serve
+from taskbox.broker.server import EmbeddedBroker, RequestOutcome, serve
 
-__all__ = ["BrokerOutcome", "EmbeddedBroker", "GrantStore", "TaskOutcome", "serve"]
+__all__ = ["EmbeddedBroker", "GrantStore", "RequestOutcome", "serve"]

@@ -1,9 +1,12 @@
-"""Single-use grant tokens with a TTL (protocol.md §3.1).
+"""Admission to the broker: single-use grant tokens with a TTL, and rate limits.
 
 A grant token is what ``POST /runners/auth`` hands out in exchange for the auth token,
 and what ``GET /runners/_ws`` consumes from ``Authorization: Bearer``. Like n8n's: 32
 random bytes as 64 hex characters, valid for ``ttl`` seconds (``N8N_RUNNERS_GRANT_TOKEN_TTL``,
 default 30), usable exactly once.
+
+``RateLimiter`` caps requests per client on ``/runners/auth`` and on upgrades, as
+n8n's express-rate-limit does (5/s).
 
 Owns no I/O; the clock is injectable so tests can expire tokens without sleeping.
 """
@@ -14,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-__all__ = ["DEFAULT_GRANT_TTL", "GrantStore"]
+__all__ = ["DEFAULT_GRANT_TTL", "GrantStore", "RateLimiter"]
 
 DEFAULT_GRANT_TTL = 30.0
 
@@ -65,3 +68,27 @@ class GrantStore:
     def _purge(self, now: float) -> None:
         for token in [t for t, expiry in self._tokens.items() if expiry < now]:
             del self._tokens[token]
+
+
+class RateLimiter:
+    """At most ``limit`` requests per client per 1 s window (n8n: express-rate-limit, 5/s)."""
+
+    def __init__(self, limit: float | None, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> bool:
+        if self.limit is None or self.limit <= 0:
+            return True
+        now = self._clock()
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= 1.0:
+            start, count = now, 0
+        if count >= self.limit:
+            self._windows[key] = (start, count)
+            return False
+        self._windows[key] = (start, count + 1)
+        if len(self._windows) > 10_000:  # forget idle clients
+            self._windows = {k: v for k, v in self._windows.items() if now - v[0] < 1.0}
+        return True

@@ -45,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from taskbox.protocol.buffers import buffer_json
+from taskbox.protocol.buffers import OFFLOAD_THRESHOLD, buffer_json
 from taskbox.protocol.serde import dumps_json
 
 __all__ = [
@@ -64,7 +64,6 @@ logger = logging.getLogger("taskbox.broker")
 RPC_METHOD_NOT_FOUND = "Could not find method"
 
 # Above this many bytes, buffer conversions leave the event loop.
-OFFLOAD_THRESHOLD = 1 << 20
 
 DEFAULT_HTTP_TIMEOUT = 300.0
 DEFAULT_MAX_RESPONSE = 1 << 30

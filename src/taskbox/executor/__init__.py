@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: the supervisor pulls in ctypes, psutil and the pool (~15 ms), which the
+    # Lazy: the supervisor pulls in ctypes and the pool (~15 ms), which the
     # runner needs only after its first offers are out (cold start, protocol.md §14.4).
     if name == "Executor":
         from taskbox.executor.supervisor import Executor

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from taskbox.protocol.messages import DEFAULT_MAX_PAYLOAD
+
 DEFAULT_BUILTINS_DENY: tuple[str, ...] = (
     "eval", "exec", "compile", "open", "input", "breakpoint", "getattr", "object",
     "type", "vars", "setattr", "delattr", "hasattr", "dir", "memoryview",
@@ -23,7 +25,7 @@ class Limits:
     task_timeout: float = 60.0
     memory_limit_mb: int = 512
     cpu_limit_s: int = 0  # 0 = derive from task_timeout
-    max_payload: int = 1_073_741_824
+    max_payload: int = DEFAULT_MAX_PAYLOAD
     print_cap_bytes: int = 1_048_576
     max_open_files: int = 64
     max_file_size: int = 0  # bytes a worker may write (0 = nothing)

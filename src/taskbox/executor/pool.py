@@ -125,8 +125,8 @@ class WorkerHandle:
 def _describe_status(ended: WorkerExit) -> str:
     if ended.signal is not None:
         return f"signal {ended.signal}"
-    if ended.code == 70:
-        return "exit status 70: Confinement.apply failed"
+    if ended.code == framing.EXIT_CONFINE_FAILED:
+        return f"exit status {ended.code}: Confinement.apply failed"
     return f"exit status {ended.code}"
 
 

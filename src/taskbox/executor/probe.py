@@ -13,12 +13,18 @@ import os
 import stat
 import sysconfig
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
+    from sandbox import framing
+else:  # the one sandbox module taskbox may import (house-style.md §1)
+    from taskbox_sandbox import framing
 
 __all__ = ["LAYER_NAMES", "describe_layers", "missing_layers", "set_dumpable",
            "unreadable_fix", "unreadable_for"]
 
 #: The layers ``confine.probe()`` reports, in the order they are applied.
-LAYER_NAMES: tuple[str, ...] = ("rlimits", "prctl", "setuid", "landlock", "seccomp", "netns")
+LAYER_NAMES: tuple[str, ...] = framing.LAYERS
 
 _PR_SET_DUMPABLE = 4
 

@@ -52,6 +52,7 @@ from taskbox.executor import probe
 from taskbox.executor.limits import Limits
 from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHandle
 from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec, failure
+from taskbox.protocol.messages import format_seconds
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
     from sandbox import framing
@@ -77,15 +78,10 @@ _CHEAP_FRAME: Final = 1 << 20
 _FRAMES_PER_TURN: Final = 256
 _RESTART_DELAYS: Final = (0.0, 0.1, 0.5, 1.0, 2.0, 5.0)
 #: Exit status of a worker whose ``Confinement.apply`` failed (zygote.py).
-_CONFINE_FAILED: Final = 70
+_CONFINE_FAILED: Final = framing.EXIT_CONFINE_FAILED
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 _ERROR_KEYS: Final = {"message": str, "description": str, "stack": str,
                       "lineNumber": int, "itemIndex": int}
-
-
-def _seconds(value: float) -> str:
-    number = int(value) if float(value).is_integer() else value
-    return f"{number} second" if number == 1 else f"{number} seconds"
 
 
 class Executor:
@@ -279,7 +275,7 @@ class Executor:
                 if worker.memory_killed:
                     return self._memory_failure(spec)
             return failure(spec, "Task execution timed out after "
-                           f"{_seconds(self.limits.task_timeout)}", kind="timeout")
+                           f"{format_seconds(self.limits.task_timeout)}", kind="timeout")
         except asyncio.CancelledError:
             if worker is not None:
                 worker.kill()
@@ -527,7 +523,7 @@ class Executor:
         if signum == signal.SIGXCPU or (signum == signal.SIGKILL and not worker.killed
                                         and ended.cpu >= cpu_limit * 0.8):
             return failure(spec, f"Task exceeded the CPU time limit of "
-                           f"{_seconds(cpu_limit)}", kind="cpu")
+                           f"{format_seconds(cpu_limit)}", kind="cpu")
         if signum == signal.SIGKILL and worker.killed:
             return failure(spec, "Task process closed its channel without sending a "
                            "result and was killed", kind="signal")

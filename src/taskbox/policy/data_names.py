@@ -5,9 +5,12 @@ Like n8n's BuiltInsParser for JavaScript (n8n-data-access.md §4), on Python's `
 * a code that names none of ``sandbox/workflow.py``'s names gets no plan, and the
   runner refuses any data call from its worker (a regex pre-filter spares the parse);
 * each ``_('Literal')`` adds ``Literal`` to ``dataOfNodes``;
-* ``_(computed)``, ``_`` passed around, ``_('X')`` kept in a variable, and the
-  paired-item reads (``.item``, ``.pairedItem``, ``.itemMatching``: the walk may cross
-  any upstream node) ask for ``"all"``, as n8n's parser does for ``$``;
+* a paired-item read of a literal (``_('X').item``, ``.pairedItem``, ``.itemMatching``)
+  adds ``X`` and marks it ``paired``: the walk back crosses the nodes between X and
+  this one, which the runner learns from the first answer's connections and fetches in
+  a second request (n8n's JavaScript parser asks for ``"all"`` here);
+* ``_(computed)``, ``_`` passed around and ``_('X')`` kept in a variable ask for
+  ``"all"``, as n8n's parser does for ``$``;
 * ``_env`` asks for ``env``, ``_prevNode`` for ``prevNode``;
 * ``input.include`` is always false: Python gets its items in the task settings.
 
@@ -29,10 +32,12 @@ DATA_NAMES: Final = frozenset({
     "_runIndex", "_itemIndex", "_vars", "_env", "_now", "_today", "_jmespath", "_jmesPath",
     "_getWorkflowStaticData", "_get_workflow_static_data",
 })
-#: Reads of ``_('X')`` that need only X's own output (anything else, such as the paired
-#: item or keeping the reference in a variable, may walk any upstream node: "all").
+#: Reads of ``_('X')`` that need only X's own output.
 _OWN_DATA: Final = frozenset({"all", "first", "last", "is_executed", "isExecuted", "params",
                               "context", "name"})
+#: Paired-item reads: X's output and every node between X and this one.
+_PAIRED: Final = frozenset({"item", "pairedItem", "paired_item", "itemMatching",
+                            "item_matching"})
 _MENTION: Final = re.compile(r"(?<![\w.])_(?:[A-Za-z]\w*)?(?!\w)")
 _CACHE_SIZE: Final = 256
 _cache: dict[str, DataPlan | None] = {}
@@ -45,6 +50,9 @@ class DataPlan:
     nodes: tuple[str, ...] | None  # None: every node ("all")
     prev_node: bool
     env: bool
+    #: Named nodes read through their paired item: the runner also fetches the nodes
+    #: between each of them and this one (known from the first answer's connections).
+    paired: tuple[str, ...] = ()
 
     def request_params(self) -> dict[str, Any]:
         """n8n's ``TaskDataRequestParams``, all four keys (n8n never answers fewer)."""
@@ -91,6 +99,7 @@ def _plan(code: str) -> DataPlan | None:
     if not used:
         return None
     nodes: list[str] = []
+    paired: list[str] = []
     every = False
     for name in loads:
         if name.id != "_" or "_" in stored:
@@ -103,11 +112,15 @@ def _plan(code: str) -> DataPlan | None:
         if not call.args and not call.keywords:
             continue  # ``_()``: an error in the worker, no data needed
         holder = parents.get(id(call))
+        attr = holder.attr if isinstance(holder, ast.Attribute) else None
         if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)) \
-                or not (isinstance(holder, ast.Attribute) and holder.attr in _OWN_DATA):
+                or (attr not in _OWN_DATA and attr not in _PAIRED):
             every = True
             break
         if arg.value not in nodes:
             nodes.append(arg.value)
+        if attr in _PAIRED and arg.value not in paired:
+            paired.append(arg.value)
     return DataPlan(nodes=None if every else tuple(nodes),
-                    prev_node="_prevNode" in used, env="_env" in used)
+                    prev_node="_prevNode" in used, env="_env" in used,
+                    paired=() if every else tuple(paired))

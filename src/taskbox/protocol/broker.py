@@ -17,6 +17,11 @@ The three-call contract (as in ``websockets.protocol`` and h11):
 The caller must drain both outputs straight after every input, and call ``tick(now)``
 no later than ``next_deadline()``.
 
+Why one module of ~850 lines (house style asks for a reason above ~600): it is one state
+machine (runners, offers, requests, tasks and their deadlines), and its parts change one
+shared state under one transition table; split, every input would cross files. Wire
+texts and messages live in ``messages.py``; this file holds only decisions.
+
 Must not import: asyncio, socket, os, subprocess, time (house-style §1).
 """
 
@@ -33,6 +38,8 @@ from typing import Any, Literal
 
 from taskbox.errors import InvalidTransition
 from taskbox.protocol.messages import (
+    MSG_CANCELLED,
+    RPC_METHOD_NOT_ALLOWED,
     BrokerMessage,
     Drain,
     RpcCall,
@@ -50,6 +57,7 @@ from taskbox.protocol.messages import (
     TaskOfferAccept,
     TaskRejected,
     TaskSettings,
+    format_seconds,
 )
 
 __all__ = [
@@ -87,9 +95,7 @@ CANCEL_ACCEPT_WINDOW = "Acknowledgement window elapsed"
 CANCEL_TIMED_OUT = "Task execution timed out"
 MSG_DISCONNECTED = "Node execution failed"
 MSG_UNRESPONSIVE = "Task execution aborted because runner became unresponsive"
-MSG_CANCELLED = "Task was cancelled"
 MSG_DRAINING = "Task request rejected because the task broker is draining"
-RPC_METHOD_NOT_ALLOWED = "Method not allowed"
 
 # Three missed accept windows in a row and the runner is dropped (protocol.md §12).
 MAX_STRIKES = 3
@@ -121,19 +127,6 @@ def nanoid(size: int = 8) -> str:
         ``size`` characters of ``[0-9A-Za-z_-]``.
     """
     return "".join(secrets.choice(_NANOID_ALPHABET) for _ in range(size))
-
-
-def format_seconds(seconds: float) -> str:
-    """Render a duration the way n8n's error texts do: ``60 seconds``, ``1 second``.
-
-    Args:
-        seconds: the duration.
-
-    Returns:
-        ``"<n> second(s)"`` with no trailing ``.0``.
-    """
-    text = f"{seconds:g}"
-    return f"{text} second" if text == "1" else f"{text} seconds"
 
 
 # --- the task state machine ---------------------------------------------------------

@@ -46,6 +46,7 @@ from taskbox.protocol.serde import dumps_json, parse_broker, parse_runner
 
 __all__ = [
     "BUFFER_PREFIX",
+    "OFFLOAD_THRESHOLD",
     "buffer_json",
     "buffer_json_size",
     "check_rpc_params",
@@ -66,6 +67,9 @@ _SUFFIX: Final = b"]}"
 ENCODE_SLICE: Final = 1 << 16
 #: JSON bytes per slice when reading numbers (~3 ms of orjson).
 DECODE_SLICE: Final = 1 << 18
+#: Frames and buffers above this many bytes are converted in a thread, by the runner
+#: and by the embedded broker alike, so neither event loop stalls on one.
+OFFLOAD_THRESHOLD: Final = 1 << 20
 #: Placeholder strings: a NUL, a name, the buffer's index.
 _PLACEHOLDER: Final = "\x00taskbox-buffer:"
 _PLACEHOLDER_JSON: Final = b'"\\u0000taskbox-buffer:'  # how orjson and n8n write it

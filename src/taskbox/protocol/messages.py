@@ -28,6 +28,15 @@ RUNNER_TASK_ERROR = "runner:taskerror"
 RUNNER_RPC = "runner:rpc"
 RUNNER_TASK_DATA_REQUEST = "runner:taskdatarequest"
 
+#: N8N_RUNNERS_MAX_PAYLOAD's default, bytes (1 GiB), as n8n.
+DEFAULT_MAX_PAYLOAD = 1 << 30
+
+# Texts both sides write (protocol.md §10, §11): one place each.
+#: The error a cancelled task ends with.
+MSG_CANCELLED = "Task was cancelled"
+#: n8n's answer to a runner:rpc name outside its allowlist.
+RPC_METHOD_NOT_ALLOWED = "Method not allowed"
+
 # Exact rejection reasons n8n's runners use (protocol.md §6).
 REJECT_OFFER_EXPIRED = "Offer expired - not accepted within validity window"
 REJECT_AT_CAPACITY = "No open task slots - runner already at capacity"
@@ -207,3 +216,16 @@ RUNNER_MESSAGE_TYPES: tuple[type[RunnerMessage], ...] = (
     RunnerInfo, TaskOffer, TaskAccepted, TaskRejected, TaskDeferred, TaskDone, TaskErrorReport,
     RpcCall, TaskDataRequest,
 )
+
+
+def format_seconds(seconds: float) -> str:
+    """Render a duration the way n8n's error texts do: ``60 seconds``, ``1 second``.
+
+    Args:
+        seconds: the duration.
+
+    Returns:
+        ``"<n> second(s)"``, whole numbers without a trailing ``.0``.
+    """
+    text = str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+    return f"{text} second" if text == "1" else f"{text} seconds"

@@ -36,11 +36,16 @@ from websockets.exceptions import ConnectionClosedOK
 
 from taskbox.errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from taskbox.protocol import messages as m
-from taskbox.protocol.buffers import parse_broker_frame, split_buffers, stream_frame
+from taskbox.protocol.buffers import (
+    OFFLOAD_THRESHOLD,
+    parse_broker_frame,
+    split_buffers,
+    stream_frame,
+)
 from taskbox.protocol.runner import RunnerEvent, RunnerProtocol
 from taskbox.protocol.serde import serialize
 
-__all__ = ["FRAGMENT", "OFFLOAD_THRESHOLD", "STREAM_THRESHOLD", "Connection", "parse_frame"]
+__all__ = ["CLOSED_TEXT", "FRAGMENT", "STREAM_THRESHOLD", "Connection", "parse_frame"]
 
 log = logging.getLogger("taskbox.runner")
 
@@ -48,8 +53,6 @@ log = logging.getLogger("taskbox.runner")
 STREAM_THRESHOLD: Final = 1 << 20
 #: Target fragment size (~0.5 ms of masking).
 FRAGMENT: Final = 1 << 18
-#: Received frames (and helper params) above this many bytes are converted in a thread.
-OFFLOAD_THRESHOLD: Final = 1 << 20
 #: What a request gets when the connection is gone before its answer arrived.
 CLOSED_TEXT: Final = "connection to the broker is closed"
 

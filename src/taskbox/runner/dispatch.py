@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskbox.errors import SecurityViolation
+from taskbox.errors import SecurityViolation, SettingsError
 from taskbox.executor.task import NodeMode, TaskOutcome, TaskSpec, failure
 from taskbox.policy import SecurityPolicy, validate
 from taskbox.protocol.serde import dumps_json
 
-__all__ = ["SettingsError", "build_spec", "precheck"]
+__all__ = ["build_spec", "precheck"]
 
 _MODES: tuple[NodeMode, ...] = ("runOnceForAllItems", "runOnceForEachItem")
-
-
-class SettingsError(ValueError):
-    """broker:tasksettings is missing something we need."""
 
 
 def _name(settings: dict[str, Any], key: str) -> str:

@@ -17,26 +17,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from taskbox.config import Config
-from taskbox.errors import ConnectionClosed, SandboxCrashed
+from taskbox.errors import ConnectionClosed, SandboxCrashed, SettingsError
 from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec, failure
 from taskbox.policy import SecurityPolicy
+from taskbox.protocol.messages import MSG_CANCELLED
 from taskbox.protocol.runner import StartTask
 from taskbox.runner.connection import Connection
-from taskbox.runner.dispatch import SettingsError, build_spec, precheck
+from taskbox.runner.dispatch import build_spec, precheck
 from taskbox.runner.metrics import Metrics
 from taskbox.runner.rpc_router import RpcRouter, TaskChannel
 
-__all__ = ["CANCELLED_MESSAGE", "Execution", "Executions", "ExecutorLike", "Sandbox"]
+__all__ = ["Execution", "Executions", "ExecutorLike", "Sandbox"]
 
 log = logging.getLogger("taskbox.runner")
 
-#: n8n's text for a cancelled task (as the broker core's MSG_CANCELLED).
-CANCELLED_MESSAGE: Final = "Task was cancelled"
 
 
 class ExecutorLike(Protocol):
@@ -204,7 +203,7 @@ class Executions:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 task.uncancel()
-            return failure(spec, CANCELLED_MESSAGE, "TaskCancelled", kind="cancelled")
+            return failure(spec, MSG_CANCELLED, "TaskCancelled", kind="cancelled")
         except Exception as exc:  # the executor itself broke: still answer the task
             log.exception("executor failed on task %s", spec.task_id,
                           extra={"task_id": spec.task_id})

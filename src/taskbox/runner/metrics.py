@@ -108,9 +108,6 @@ class Metrics:
         elif isinstance(msg, m.RpcCall):
             self.rpc_calls.inc(msg.name)
 
-    def set_layers(self, layers: dict[str, bool]) -> None:
-        self._layers = dict(layers)
-
     def _families(self) -> Iterator[Any]:
         from prometheus_client.core import (
             CounterMetricFamily,

@@ -35,21 +35,19 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from taskbox.errors import ConnectionClosed
-from taskbox.protocol.buffers import check_rpc_params, has_bytes
+from taskbox.protocol.buffers import OFFLOAD_THRESHOLD, check_rpc_params, has_bytes
+from taskbox.protocol.messages import RPC_METHOD_NOT_ALLOWED
 from taskbox.protocol.runner import RpcResult, RunnerProtocol
-from taskbox.runner.connection import CLOSED_TEXT, OFFLOAD_THRESHOLD, Connection
+from taskbox.runner.connection import CLOSED_TEXT, Connection
 from taskbox.runner.prints import settle_prints
 from taskbox.runner.workflow_data import TaskData, is_data_call
 
-__all__ = ["HELPER_PREFIX", "METHOD_NOT_ALLOWED", "RpcRouter", "TaskChannel", "check_params",
-           "refusal"]
+__all__ = ["HELPER_PREFIX", "RpcRouter", "TaskChannel", "check_params", "refusal"]
 
 log = logging.getLogger("taskbox.runner")
 
 #: n8n resolves RPC names on the node's execute functions: ``helpers.<method>``.
 HELPER_PREFIX: Final = "helpers."
-#: n8n's answer for a name outside its allowlist (protocol.md §11).
-METHOD_NOT_ALLOWED: Final = "Method not allowed"
 #: The RPC that carries one ``print`` call (protocol.md §10).
 LOG_NODE_OUTPUT: Final = "logNodeOutput"
 
@@ -201,7 +199,7 @@ def refusal(name: str) -> str | None:
     """Why the runner will not forward an RPC named ``name``, or None to forward it."""
     if name.startswith(HELPER_PREFIX) and len(name) > len(HELPER_PREFIX):
         return None
-    return METHOD_NOT_ALLOWED
+    return RPC_METHOD_NOT_ALLOWED  # n8n's own answer (protocol.md §11)
 
 
 async def check_params(params: list[Any], max_payload: int) -> str | None:

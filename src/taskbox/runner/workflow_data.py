@@ -5,9 +5,12 @@ on first use the worker makes one ``DATA_CALL`` over its channel, like a ``_help
 call. Here, in the trusted runner:
 
 * the request is planned from the code (``policy/data_names.py``), never from what
-  the worker sends: only the node names the code names (``"all"`` for computed names
-  and paired items), ``env`` only for ``_env``, ``input.include: false`` always, and
-  all four ``requestParams`` keys (n8n never answers fewer, n8n-data-access.md §2);
+  the worker sends: only the node names the code names (``"all"`` for computed names),
+  ``env`` only for ``_env``, ``input.include: false`` always, and all four
+  ``requestParams`` keys (n8n never answers fewer, n8n-data-access.md §2). A paired
+  read (``_('X').item``) needs the nodes between X and this one too: the first answer's
+  connections name them, and one second request fetches those missing (n8n-data-access.md
+  §5.4, "a cheaper one is possible");
 * the task id is ours (the broker does not check who asks, §1), every request has a
   deadline (``TASKBOX_RPC_TIMEOUT``: n8n may never answer), and the answer is cached for the task: a second
   call, or the next item in per-item mode, costs no round trip;
@@ -105,6 +108,14 @@ class TaskData:
             return False, data
         if not isinstance(data, dict):
             return False, "n8n's data answer is not an object"
+        missing = path_nodes(data, wanted.paired) - set(wanted.nodes or ())
+        if missing and wanted.nodes is not None:
+            # The paired walk crosses these: one more request, for exactly them.
+            ok, more = await self._request({"dataOfNodes": sorted(missing), "prevNode": False,
+                                            "input": {"include": False}, "env": False})
+            if not ok:
+                return False, more
+            _merge_run_data(data, more)
         return True, prepare(data, wanted)
 
     def _take_extras(self, params: list[Any]) -> tuple[bool, Any]:
@@ -121,7 +132,8 @@ class TaskData:
         static = extras.get("staticData")
         if static is not None:
             if not isinstance(static, dict) or not all(
-                    k == "global" or k.startswith("node:") for k in static):
+                    (k == "global" or k.startswith("node:")) and isinstance(v, dict)
+                    for k, v in static.items()):
                 return False, "staticData must map 'global' / 'node:<name>' to objects"
             checked["staticData"] = static
         self.extras = checked
@@ -137,6 +149,61 @@ def check_custom_data(custom: Any) -> str | None:
                 or len(value) > _MAX_CUSTOM_VALUE:
             return f"customData key {key!r} or its value breaks n8n's rules"
     return None
+
+
+def _result_data(answer: Any) -> dict[str, Any]:
+    run = answer.get("runExecutionData") if isinstance(answer, dict) else None
+    result = run.get("resultData") if isinstance(run, dict) else None
+    return result if isinstance(result, dict) else {}
+
+
+def _merge_run_data(data: dict[str, Any], more: Any) -> None:
+    """Add the second answer's runData (and pinData) to the first one's."""
+    target = _result_data(data)
+    for key in ("runData", "pinData"):
+        extra = _result_data(more).get(key)
+        if isinstance(extra, dict):
+            merged = target.get(key)
+            target[key] = {**(merged if isinstance(merged, dict) else {}), **extra}
+
+
+def path_nodes(data: dict[str, Any], targets: tuple[str, ...]) -> set[str]:
+    """Nodes on the main-connection paths from each target down to this node."""
+    if not targets:
+        return set()
+    workflow = data.get("workflow")
+    connections = workflow.get("connections") if isinstance(workflow, dict) else None
+    active = data.get("activeNodeName")
+    if not isinstance(connections, dict) or not isinstance(active, str):
+        return set()
+    children: dict[str, set[str]] = {}
+    for src, kinds in connections.items():
+        outputs = kinds.get("main") if isinstance(kinds, dict) else None
+        for targets_of_output in outputs if isinstance(outputs, list) else ():
+            for edge in targets_of_output if isinstance(targets_of_output, list) else ():
+                if isinstance(edge, dict) and isinstance(edge.get("node"), str):
+                    children.setdefault(str(src), set()).add(edge["node"])
+    parents: dict[str, set[str]] = {}
+    for src, kids in children.items():
+        for kid in kids:
+            parents.setdefault(kid, set()).add(src)
+    upstream = _reach(active, parents)
+    found: set[str] = set()
+    for target in targets:
+        if target in upstream:
+            found |= (_reach(target, children) & upstream) | {target}
+    return found
+
+
+def _reach(start: str, edges: dict[str, set[str]]) -> set[str]:
+    seen: set[str] = set()
+    queue = [start]
+    while queue:
+        for nxt in edges.get(queue.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
 
 
 def prepare(data: dict[str, Any], wanted: DataPlan) -> dict[str, Any]:
