@@ -120,8 +120,10 @@ async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
     async with serving(broker) as runner:
         await assert_serves(broker, runner)
         sandbox = await runner.sandbox()
-        await until(lambda: sandbox.ready_workers == IDLE_WORKERS)
         zygote = psutil.Process(sandbox.zygote_pid)  # type: ignore[attr-defined]
+        # The used worker is gone and the pool is back to its idle size (after 1 s).
+        await until(lambda: sandbox.ready_workers == IDLE_WORKERS
+                    and len(zygote.children()) == IDLE_WORKERS)
         idle = zygote.children()
         assert len(idle) == IDLE_WORKERS  # the idle pool, all ready
         for worker in idle:
