@@ -1,5 +1,8 @@
 """OS confinement of one worker process, applied before it reads any user code.
 
+(Over 600 lines on purpose: every kernel layer and the seccomp policy with its
+per-architecture tables live here, so the whole boundary is reviewed in one file.)
+
 This module owns every kernel-level layer of the sandbox: closing inherited
 fds, the process group, rlimits, the uid drop, prctl flags, Landlock and a
 hand-rolled seccomp BPF filter. It shares a process with hostile code, so it
@@ -615,11 +618,44 @@ _MIB = 1024 * 1024
 # AS also counts each thread's 8 MiB stack reservation, hence the floor
 # (sandbox-security.md §1.1: at 64 MiB the 5th thread already failed).
 _MIN_ADDRESS_SPACE_MB = 256
-# RLIMIT_NPROC counts every process and thread of the worker's uid on the
-# host (or container), not just this task, so it cannot be tight. Fork is
-# denied by seccomp and threads are bounded by RLIMIT_AS; this is a backstop
-# for kernels without seccomp.
-_MAX_PROCESSES = 256
+# RLIMIT_NPROC counts every process and thread of the worker's *uid* (on the host,
+# or in the container), not just this task, and a worker may make ~250 threads of
+# 32 KiB stacks well within RLIMIT_AS. So the limit is set from what that uid runs
+# when the zygote starts, plus a budget per worker slot; a non-root runner shares
+# the uid and keeps _NPROC_RESERVE below its own limit for itself and the zygote.
+_THREADS_PER_WORKER = 64
+_NPROC_RESERVE = 32
+
+
+def _tasks_of(uid: int) -> int:
+    """Threads (tasks) the kernel counts against ``uid``'s RLIMIT_NPROC right now.
+
+    One read of each ``/proc/<pid>/status`` (about 20 us each), once per zygote.
+    """
+    count = 0
+    want = b"\nUid:\t%d\t" % uid
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as status:
+                text = status.read()
+        except OSError:
+            continue  # exited meanwhile
+        if want in text:
+            at = text.find(b"\nThreads:\t")
+            if at >= 0:
+                count += int(text[at + 10:text.index(b"\n", at + 10)])
+    return count
+
+
+def _process_limit(uid: int, workers: int, shares_uid: bool) -> int:
+    """RLIMIT_NPROC for every worker: the uid's current tasks plus each slot's budget."""
+    limit = _tasks_of(uid) + workers * _THREADS_PER_WORKER
+    soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    if shares_uid and soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft - _NPROC_RESERVE)
+    return max(limit, 1)
 
 
 def _int_limit(limits: Mapping[str, Any], key: str, minimum: int) -> int:
@@ -666,7 +702,8 @@ class Confinement:
     before forking.
     """
 
-    def __init__(self, limits: Mapping[str, Any], probed: Mapping[str, bool]) -> None:
+    def __init__(self, limits: Mapping[str, Any], probed: Mapping[str, bool],
+                 workers: int = 1) -> None:
         """Precompute all layers.
 
         Args:
@@ -674,6 +711,8 @@ class Confinement:
                 ``cpu_limit_s``, ``max_open_files``, ``max_file_size``,
                 ``worker_uid`` and ``worker_gid``, ignores the rest.
             probed: the result of :func:`probe`.
+            workers: how many workers may live at once (the zygote's target);
+                sizes the shared RLIMIT_NPROC budget.
 
         Raises:
             ValueError: a limit is missing its key, not an int, or out of range
@@ -692,8 +731,13 @@ class Confinement:
             (resource.RLIMIT_FSIZE, _int_limit(limits, "max_file_size", 0)),
             (resource.RLIMIT_NOFILE, _int_limit(limits, "max_open_files", 1)),
             (resource.RLIMIT_CORE, 0),
-            (resource.RLIMIT_NPROC, _MAX_PROCESSES),
         ]
+        self._uid = _int_limit(limits, "worker_uid", 1)
+        self._gid = _int_limit(limits, "worker_gid", 1)
+        drops = self._probed["setuid"]
+        self.process_limit = _process_limit(
+            self._uid if drops else os.getuid(), max(1, workers), shares_uid=not drops)
+        wanted.append((resource.RLIMIT_NPROC, self.process_limit))
         # Soft == hard so user code cannot raise them; never above the
         # zygote's own hard limit, which a non-root worker could not exceed.
         self._rlimits: list[tuple[int, int]] = []
@@ -702,8 +746,6 @@ class Confinement:
             if hard != resource.RLIM_INFINITY:
                 value = min(value, hard)
             self._rlimits.append((which, value))
-        self._uid = _int_limit(limits, "worker_uid", 1)
-        self._gid = _int_limit(limits, "worker_gid", 1)
         # Upper bound for closing fds: no fd can be numbered at or above the
         # hard RLIMIT_NOFILE the zygote had when it opened them.
         nofile_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

@@ -245,9 +245,12 @@ def compile_user_code(code: str) -> types.CodeType:
         decorator_list=[], returns=None, type_comment=None, lineno=1, col_offset=0,
     )
     # Every node made here carries its location, so no walk of the whole tree is
-    # needed; and without ``try`` in the text there is no except clause to hook.
+    # needed; and without ``try`` in the text there is no except clause to hook,
+    # without ``format``/``get_field`` no call for the format guard (restrict.py).
     if "try" in code:
         fn = _ExceptHookInserter().visit(fn)
+    if "format" in code or "get_field" in code:
+        fn = restrict.FormatGuard().visit(fn)
     module = ast.Module(body=[*head, fn], type_ignores=[])
     compiled = compile(module, USER_FILENAME, "exec", dont_inherit=True)
     for const in compiled.co_consts:
@@ -304,6 +307,14 @@ def runtime_error(exc: BaseException, source_lines: list[str],
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == USER_FILENAME]
     line = frames[-1].lineno if frames else None
     kind = type(exc).__name__
+    if isinstance(exc, restrict.SecurityViolation):  # n8n's shape for a runtime refusal
+        error: dict[str, Any] = {"message": restrict.SECURITY_VIOLATION,
+                                 "description": exc.description}
+        if line is not None:
+            error["lineNumber"] = line
+        if item_index is not None:
+            error["itemIndex"] = item_index
+        return error
     if isinstance(exc, SystemExit):
         text = "" if exc.code is None else _safe_str(exc)
     else:
@@ -325,8 +336,7 @@ def runtime_error(exc: BaseException, source_lines: list[str],
     except Exception:
         tail = f"{kind}\n"
     stack = "Traceback (most recent call last):\n" + "".join(shown.format()) + tail
-    error: dict[str, Any] = {"message": _clip(message), "description": kind,
-                             "stack": _clip(stack)}
+    error = {"message": _clip(message), "description": kind, "stack": _clip(stack)}
     if _socket_refused(exc):
         error["description"] = NETWORK_HINT
     if line is not None:
@@ -596,7 +606,7 @@ class Prepared:
         return {"__builtins__": dict(self.table), "__name__": "__main__",
                 "print": self.printer, "_query": query,
                 "_helpers": helpers.Helpers(_helper_call, item_index),
-                _EXCEPT_HOOK: _except_hook}
+                _EXCEPT_HOOK: _except_hook, restrict.FORMAT_GUARD: restrict.safe_format}
 
 
 def _no_print(*args: Any, **kwargs: Any) -> None:
@@ -615,7 +625,7 @@ def warm_up_shared(rounds: int = 16) -> None:
     for _ in range(rounds):
         code = compile_user_code(_WARM_UP_CODE)
         namespace = {"__builtins__": table, "_items": orjson.loads(b'[{"json": {"a": 1}}]'),
-                     _EXCEPT_HOOK: _except_hook}
+                     _EXCEPT_HOOK: _except_hook, restrict.FORMAT_GUARD: restrict.safe_format}
         framing.encode_raw(encode_result(types.FunctionType(code, namespace)()))
         format_print_args(("warm", 1, {"k": [1]}))
         framing.FrameDecoder().feed(framing.encode({"t": framing.FRAME_TASK, "code": "x"}))

@@ -15,27 +15,38 @@ These give users n8n's error messages and raise the bar for naive code. They are
   ``date.today()`` and ``timetuple()`` (``_datetimemodule.c``);
 * ``__build_class__`` is never removed, so ``class`` statements work (#24175);
 * ``importlib.import_module`` / ``importlib.__import__`` are guarded too. With
-  ``allow_transitive_imports`` they trust a caller that is not user code.
+  ``allow_transitive_imports`` they trust a caller that is not user code;
+* every ``x.format(...)``, ``format_map``, ``vformat`` and ``get_field`` call in
+  user code goes through :func:`safe_format` (the analyzer refuses any other use
+  of those names), which refuses a template or field naming a private or
+  introspection attribute with n8n's wording: ``string.Formatter().get_field``
+  would otherwise hand back real objects from an attribute path.
 
 Never imports ``taskbox``; logs nothing.
 """
 
 from __future__ import annotations
 
+import _string  # type: ignore[import-not-found]  # the parser str.format itself uses
+import ast
 import builtins
 import importlib
 import importlib.util
 import os
 import sys
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 __all__ = [
+    "FORMAT_GUARD",
     "USER_FILENAME",
+    "FormatGuard",
     "ImportPolicy",
+    "SecurityViolation",
     "guard_importlib",
     "safe_builtins",
+    "safe_format",
 ]
 
 #: ``co_filename`` of every code object compiled from user code.
@@ -252,3 +263,94 @@ def guard_importlib(policy: ImportPolicy) -> None:
 
     importlib.import_module = import_module
     importlib.__import__ = dunder_import
+
+
+# --------------------------------------------------------------------------- format guard
+
+#: Name of :func:`safe_format` in user code's globals (compile_user_code calls it).
+FORMAT_GUARD: Final = "__taskbox_format__"
+#: n8n's wording for a runtime refusal (its format guard and import guard).
+SECURITY_VIOLATION: Final = "Security violation detected"
+_PATTERN_REFUSED: Final = ("String pattern accessing '{attr}' is disallowed, because it "
+                           "can be used to bypass security restrictions.")
+_FORMAT_METHODS: Final = frozenset({"format", "format_map", "vformat", "get_field"})
+#: Attribute or key names refused in a template besides every name starting with
+#: ``_``: the frame, generator, code and closure internals of the analyzer's list.
+_BLOCKED_FIELD_NAMES: Final = frozenset({
+    "tb_frame", "tb_next", "f_back", "f_globals", "f_locals", "f_code", "f_builtins",
+    "f_trace", "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await",
+    "ag_frame", "ag_code", "ag_await", "co_consts", "co_names", "cell_contents", "obj",
+    "mro",
+})
+_MAX_SPEC_DEPTH: Final = 4  # str.format itself stops at two levels
+
+
+class SecurityViolation(Exception):
+    """A runtime refusal; shown as ``Security violation detected`` plus ``description``."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+def _field_tokens(template: str, depth: int = 0) -> Iterator[str]:
+    """Attribute names and index keys of every field in a format template."""
+    try:
+        parts = list(_string.formatter_parser(template))
+    except (ValueError, TypeError):
+        return  # str.format raises its own error for a malformed template
+    for _literal, field, spec, _conversion in parts:
+        if field:
+            try:
+                _first, rest = _string.formatter_field_name_split(field)
+                for _is_attr, key in rest:
+                    yield str(key)
+            except (ValueError, TypeError):
+                pass
+        if spec and depth < _MAX_SPEC_DEPTH:
+            yield from _field_tokens(spec, depth + 1)
+
+
+def check_template(template: str) -> None:
+    """Raise :class:`SecurityViolation` if the template reaches a blocked attribute."""
+    for token in _field_tokens(template):
+        if token.startswith("_") or token in _BLOCKED_FIELD_NAMES:
+            raise SecurityViolation(_PATTERN_REFUSED.format(attr=token))
+
+
+def _template_of(method: str, receiver: Any, args: tuple[Any, ...]) -> str | None:
+    """The template (or ``{field}``) a format call would evaluate, if a string."""
+    if method == "get_field":
+        # Formatter().get_field(field, ...) or Formatter.get_field(self, field, ...)
+        candidate = args[1] if isinstance(receiver, type) and len(args) > 1 else \
+            (args[0] if args else None)
+        return "{" + candidate + "}" if isinstance(candidate, str) else None
+    if isinstance(receiver, str):
+        return receiver  # "...".format(...) / format_map(...)
+    candidate = args[0] if args else None
+    if isinstance(receiver, type) and not issubclass(receiver, str) and len(args) > 1:
+        candidate = args[1]  # Formatter.vformat(self, template, ...)
+    return candidate if isinstance(candidate, str) else None
+
+
+def safe_format(method: str, receiver: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """``receiver.<method>(*args, **kwargs)``, after checking its template."""
+    template = _template_of(method, receiver, args)
+    if template is not None:
+        check_template(template)
+    return getattr(receiver, method)(*args, **kwargs)
+
+
+class FormatGuard(ast.NodeTransformer):
+    """Rewrites ``x.format(...)`` and friends into ``__taskbox_format__("format", x, ...)``."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in _FORMAT_METHODS:
+            # Every new node gets the call's location (no fix_missing_locations walk).
+            name = ast.copy_location(ast.Name(FORMAT_GUARD, ast.Load()), func)
+            method = ast.copy_location(ast.Constant(func.attr), func)
+            call = ast.Call(name, [method, func.value, *node.args], node.keywords)
+            return ast.copy_location(call, node)
+        return node

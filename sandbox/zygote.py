@@ -85,14 +85,22 @@ _NEVER_PRELOAD: frozenset[str] = frozenset({
 #: A worker exits with this status when ``Confinement.apply`` fails.
 CONFINE_FAILED = framing.EXIT_CONFINE_FAILED
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _CONTROL_MAX = 1 << 20
 
 
-def _set_parent_death_signal() -> None:
-    """Die with the runner: PR_SET_PDEATHSIG(SIGKILL) (prctl(2))."""
+def _harden_self() -> None:
+    """Die with the runner (PDEATHSIG) and become non-dumpable, before any worker exists.
+
+    Not dumpable, a same-uid worker (a non-root runner, or a kernel without
+    Landlock) cannot open ``/proc/<zygote>/mem`` and rewrite the process that forks
+    every later worker, nor read its maps or environ. execve reset the runner's own
+    flag, hence again here.
+    """
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _trim_heap() -> None:
@@ -297,7 +305,7 @@ class Zygote:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the zygote on the control socket whose fd number is ``argv[1]``."""
     args = list(sys.argv if argv is None else argv)
-    _set_parent_death_signal()
+    _harden_self()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner owns Ctrl-C
     control = socket.socket(fileno=int(args[1]))
     frame = control.recv(_CONTROL_MAX)
@@ -312,7 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .confine import Confinement, probe
 
     probed = probe()
-    confinement = Confinement(limits, probed)
+    for name in limits.get("disable_layers") or ():  # testing only: the runner logs it
+        if name in probed:
+            probed[name] = False
+    if not probed["prctl"]:  # both need no_new_privs first (or CAP_SYS_ADMIN)
+        probed["landlock"] = probed["seccomp"] = False
+    confinement = Confinement(limits, probed, workers=max(1, max_concurrency) + 1)
     zygote = Zygote(control, limits, max_concurrency, confinement)
     zygote.resize(init.get("pool"))
     execute.warm_up_shared()
@@ -326,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Report what workers get: a network namespace is probed but never applied
     # (seccomp and Landlock already cut the network; see confine.Confinement.apply).
     applied = {name: ok for name, ok in probed.items() if name != "netns"}
-    zygote.send({"t": framing.FRAME_READY, "pid": os.getpid(), "layers": applied})
+    zygote.send({"t": framing.FRAME_READY, "pid": os.getpid(), "layers": applied,
+                 "process_limit": confinement.process_limit})
     zygote.serve()
 
 

@@ -7,16 +7,21 @@ scorecard starts the embedded broker on loopback and a real ``taskbox`` runner
 as a child process with canaries planted, submits every case as a Code-node
 task, and prints one line per case::
 
-    PASS|LEAK|CRASH <id> <category> expected=<x> got=<refused|contained|limit|error> <ms>
+    PASS|LEAK|CRASH|LINGER <id> <category> expected=<x> got=<refused|contained|limit|error> <ms>
 
-then ``cases: N, leaks: L, runner crashes: C, limits hit: K`` per configuration
-and for the whole run. It exits 1 on any leak or runner crash, 2 if the runner
-cannot be started at all.
+then ``cases: N, leaks: L, runner crashes: C, lingering workers: W, limits hit: K``
+per configuration, per mode and for the whole run. Every configuration runs in two
+modes (issue 11): ``root`` (workers drop to uid 65534) and ``non-root`` (the runner
+runs as the unprivileged user ``tb11runner`` from a world-readable venv, and the
+workers share its uid: the deployment most users have). It exits 1 on any leak,
+runner crash or lingering worker, 2 if the runner cannot be started at all.
 
 * LEAK: a canary (env, file, metadata, another task's data, the grant token,
   the auth token) or the escape marker appears in the result, the error or any
   print of the case.
 * CRASH: the runner process exits, or a trivial task after the case fails.
+* LINGER: a worker that read a task is still alive two seconds after that task's
+  outcome (seen from outside, in /proc: a ready worker has read nothing yet).
 * The runner's own log is checked for the same canaries after each configuration.
 
 The scorecard re-executes itself in a private network namespace with only
@@ -48,6 +53,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
+sys.path.insert(0, str(HERE))
+import nonroot  # noqa: E402  (stdlib only, beside this file)
+
+MODES = ("root", "non-root")
+LINGER_GRACE = 2.0  # seconds a used worker may take to be killed and reaped
 
 #: Cases prove a dangerous capability by returning this marker; it never appears
 #: literally in a case's source (they build it at run time), so a traceback that
@@ -102,7 +112,7 @@ _OS_REFUSAL = re.compile(
     r"|Function not implemented",
 )
 _REFUSED = re.compile(
-    r"Security violations detected|is disallowed|not allowed|ImportError|ModuleNotFoundError:"
+    r"Security violations? detected|is disallowed|not allowed|ImportError|ModuleNotFoundError:"
     r" No module named '(?:os|posix|sys)'|NameError|PermissionError|Operation not permitted"
     r"|Permission denied|EPERM|EACCES|SIGSYS|Function not implemented",
 )
@@ -175,12 +185,15 @@ class Canaries:
     def file_path(self) -> Path:
         return self.workdir / "canary-secret.txt"
 
-    def plant_file(self) -> None:
+    def plant_file(self, owner: tuple[int, int] | None = None) -> None:
         """A 0600 file owned by the runner's user in a 0700 directory."""
         self.workdir.chmod(0o700)
         fd = os.open(self.file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(self.file + "\n")
+        if owner is not None:
+            os.chown(self.workdir, *owner)
+            os.chown(self.file_path, *owner)
 
     def named(self) -> dict[str, str]:
         found = {
@@ -244,6 +257,8 @@ class Score:
     detail: str = ""
     shown: str = ""
     layer: str = ""
+    lingering: int = 0
+    mode: str = "root"
 
     @property
     def verdict(self) -> str:
@@ -251,6 +266,8 @@ class Score:
             return "LEAK"
         if self.crashed:
             return "CRASH"
+        if self.lingering:
+            return "LINGER"
         return "PASS"
 
     def line(self) -> str:
@@ -258,7 +275,7 @@ class Score:
                 f"expected={self.case.expected(self.config)} got={self.got} {self.ms:.0f}")
         if self.leaks:
             text += "  # leaked: " + ", ".join(self.leaks)
-        if self.crashed and self.detail:
+        if (self.crashed or self.lingering) and self.detail:
             text += "  # " + self.detail
         return text
 
@@ -276,8 +293,10 @@ def layer_table(scores: list[Score]) -> str:
 def summary(scores: list[Score]) -> str:
     leaks = sum(1 for s in scores if s.leaks)
     crashes = sum(1 for s in scores if s.crashed)
+    lingering = sum(s.lingering for s in scores)
     limits = sum(1 for s in scores if s.got == "limit")
-    return f"cases: {len(scores)}, leaks: {leaks}, runner crashes: {crashes}, limits hit: {limits}"
+    return (f"cases: {len(scores)}, leaks: {leaks}, runner crashes: {crashes}, "
+            f"lingering workers: {lingering}, limits hit: {limits}")
 
 
 # --------------------------------------------------------------------------- network
@@ -330,11 +349,12 @@ class RunnerUnderTest:
     """A real ``taskbox`` runner child process connected to the embedded broker."""
 
     def __init__(self, broker: Any, canaries: Canaries, config: dict[str, str],
-                 log_path: Path) -> None:
+                 log_path: Path, mode: Mode) -> None:
         self.broker = broker
         self.canaries = canaries
         self.config = config
         self.log_path = log_path
+        self.mode = mode
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -348,7 +368,7 @@ class RunnerUnderTest:
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": "C.UTF-8",
-            "HOME": os.environ.get("HOME", "/root"),
+            "HOME": str(self.mode.home),
             "N8N_RUNNERS_TASK_BROKER_URI": self.broker.uri,
             "N8N_RUNNERS_GRANT_TOKEN": grant,
             "N8N_RUNNERS_AUTH_TOKEN": self.canaries.auth,
@@ -359,15 +379,23 @@ class RunnerUnderTest:
             "TASKBOX_CANARY_ENV": self.canaries.env,
         }
         env.update(self.config)
+        if self.mode.disable:
+            env["TASKBOX_TEST_DISABLE_LAYERS"] = self.mode.disable
+            env["TASKBOX_ALLOW_NO_LANDLOCK"] = "true"
         return env
 
     async def start(self) -> None:
         before = set(self.broker.runner_ids)
         log = self.log_path.open("ab")
         try:
+            user: dict[str, Any] = {}
+            if self.mode.user is not None:
+                user = {"user": self.mode.user[0], "group": self.mode.user[1],
+                        "extra_groups": []}
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "taskbox", env=self.env(), stdin=subprocess.DEVNULL,
+                self.mode.python, "-m", "taskbox", env=self.env(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=str(self.mode.home), **user,
             )
         finally:
             log.close()
@@ -402,6 +430,61 @@ class RunnerUnderTest:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 await self.proc.wait()
         self.proc = None
+
+
+@dataclass
+class Mode:
+    """Who the runner runs as: ``root`` (this interpreter) or ``non-root``."""
+
+    name: str
+    python: str
+    home: Path
+    user: tuple[int, int] | None = None  # (uid, gid) to switch to
+    disable: str = ""  # TASKBOX_TEST_DISABLE_LAYERS
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def used_workers(runner_pid: int) -> list[int]:
+    """Live workers of this runner that have read a task (rchar > 0).
+
+    Workers are the zygote's children; the zygote is the runner's child. A ready
+    worker blocks reading its channel and has read nothing, so any read byte
+    means a task reached it.
+    """
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = _stat_fields(int(entry))
+                if fields[0] != "Z":
+                    parents[int(entry)] = int(fields[1])
+    zygotes = {pid for pid, ppid in parents.items() if ppid == runner_pid}
+    used = []
+    for pid, ppid in parents.items():
+        if ppid in zygotes:
+            with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/io") as io:
+                counters = dict(line.split(":", 1) for line in io.read().splitlines())
+                if int(counters["rchar"]) > 0:
+                    used.append(pid)
+    return used
+
+
+async def check_lingering(runner: RunnerUnderTest) -> tuple[int, str]:
+    """Workers that read a task and are still alive ``LINGER_GRACE`` s later."""
+    if not runner.alive():
+        return 0, ""
+    deadline = time.monotonic() + LINGER_GRACE
+    while True:
+        left = used_workers(runner.pid)
+        if not left or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    return len(left), (f"worker(s) {left} still alive {LINGER_GRACE} s after their task"
+                       if left else "")
 
 
 def settings(code: str, mode: str, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -443,9 +526,11 @@ async def run_case(case: Case, config_name: str, runner: RunnerUnderTest, canari
                        "prints": outcome.prints}, default=str)
     got, layer = stopped_by(outcome.status, outcome.error)
     crashed, detail = await check_alive(runner)
+    lingering, why = await check_lingering(runner)
     shown = outcome.result if outcome.status == "done" else outcome.error
-    return Score(case, config_name, got, ms, canaries.leaks_in(seen), crashed, detail,
-                 json.dumps(shown, default=str)[:300], layer)
+    return Score(case, config_name, got, ms, canaries.leaks_in(seen), crashed,
+                 detail or why, json.dumps(shown, default=str)[:300], layer, lingering,
+                 runner.mode.name)
 
 
 async def check_alive(runner: RunnerUnderTest) -> tuple[bool, str]:
@@ -459,16 +544,17 @@ async def check_alive(runner: RunnerUnderTest) -> tuple[bool, str]:
 
 
 async def run_config(name: str, cases: list[Case], canaries: Canaries, metadata_port: int,
-                     logdir: Path, verbose: bool) -> list[Score]:
+                     logdir: Path, verbose: bool, mode: Mode) -> list[Score]:
     # Imported here so that --help and the namespace re-exec work without taskbox.
     from taskbox.broker import EmbeddedBroker
 
-    print(f"== config: {name} ({', '.join(f'{k}={v!r}' for k, v in CONFIGS[name].items())})",
-          flush=True)
+    print(f"== {mode.name}: config {name} "
+          f"({', '.join(f'{k}={v!r}' for k, v in CONFIGS[name].items())})", flush=True)
     broker = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=canaries.auth,
                             task_timeout=BROKER_TIMEOUT, rate_limit=None)
     await broker.start()
-    runner = RunnerUnderTest(broker, canaries, CONFIGS[name], logdir / f"runner-{name}.log")
+    runner = RunnerUnderTest(broker, canaries, CONFIGS[name],
+                             logdir / f"runner-{mode.name}-{name}.log", mode)
     scores: list[Score] = []
     try:
         await runner.start()
@@ -490,11 +576,42 @@ async def run_config(name: str, cases: list[Case], canaries: Canaries, metadata_
         in_log = canaries.leaks_in(runner.log_path.read_text(errors="replace"))
         if in_log:
             # Secrets in the runner's own log would travel wherever logs are shipped.
-            print(f"LEAK runner-log {name} leaked: {', '.join(in_log)}", flush=True)
+            print(f"LEAK runner-log {mode.name} {name} leaked: {', '.join(in_log)}",
+                  flush=True)
             canaries.log_leaks += in_log
-    print(f"{name}: decided by\n{layer_table(scores)}", flush=True)
-    print(f"{name}: {summary(scores)}", flush=True)
+    print(f"{mode.name} {name}: decided by\n{layer_table(scores)}", flush=True)
+    print(f"{mode.name} {name}: {summary(scores)}", flush=True)
     return scores
+
+
+def prepare_modes(wanted: str, tmp: Path) -> tuple[list[Mode], list[str]]:
+    """The modes this machine can run, and why any wanted one cannot."""
+    names = list(MODES) if wanted == "both" else [wanted]
+    modes: list[Mode] = []
+    skipped: list[str] = []
+    is_root = os.geteuid() == 0
+    for name in names:
+        home = tmp / name
+        home.mkdir()
+        if name == "root":
+            if not is_root:
+                skipped.append("root: not running as root")
+                continue
+            modes.append(Mode(name, sys.executable, home))
+            continue
+        if not is_root:  # already unprivileged: run as ourselves
+            modes.append(Mode(name, sys.executable, home))
+            continue
+        try:
+            uid, gid = nonroot.ensure_user()
+            tmp.chmod(0o755)
+            python = nonroot.make_venv(tmp / "venv", uid, gid)
+        except nonroot.NonRootUnavailable as exc:
+            skipped.append(f"non-root: {exc}")
+            continue
+        os.chown(home, uid, gid)
+        modes.append(Mode(name, str(python), home, (uid, gid)))
+    return modes, skipped
 
 
 async def run_all(args: argparse.Namespace) -> int:
@@ -504,35 +621,71 @@ async def run_all(args: argparse.Namespace) -> int:
         print(f"no cases found in {args.corpus}", flush=True)
         return 2
     names = list(DEFAULT_CONFIGS) if args.config == "all" else [args.config]
+    all_scores: list[Score] = []
+    log_leaks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="taskbox-scorecard-") as tmp:
-        canaries = Canaries(Path(tmp))
-        canaries.plant_file()
-        metadata = await serve_metadata(canaries)
-        port = int(metadata.sockets[0].getsockname()[1])
-        scores: list[Score] = []
-        try:
-            for name in names:
-                try:
-                    scores += await run_config(name, cases, canaries, port,
-                                               args.logs or Path(tmp), args.verbose)
-                except RuntimeError as exc:
-                    print(f"cannot run config {name}: {exc}", flush=True)
-                    return 2
-        finally:
-            metadata.close()
-            await metadata.wait_closed()
-    off = [s for s in scores if s.got != s.case.expected(s.config)]
+        modes, skipped = prepare_modes(args.mode, Path(tmp))
+        for mode in modes:
+            mode.disable = args.disable
+        for reason in skipped:
+            print(f"mode skipped: {reason}", flush=True)
+        if not modes:
+            return 2
+        for mode in modes:
+            secret_dir = Path(tmp) / f"secrets-{mode.name}"
+            secret_dir.mkdir()
+            canaries = Canaries(secret_dir)
+            canaries.plant_file(mode.user)
+            metadata = await serve_metadata(canaries)
+            port = int(metadata.sockets[0].getsockname()[1])
+            scores: list[Score] = []
+            try:
+                for name in names:
+                    try:
+                        scores += await run_config(name, cases, canaries, port,
+                                                   args.logs or Path(tmp), args.verbose, mode)
+                    except RuntimeError as exc:
+                        print(f"cannot run config {name} as {mode.name}: {exc}", flush=True)
+                        return 2
+            finally:
+                metadata.close()
+                await metadata.wait_closed()
+            print(f"== mode {mode.name}: {summary(scores)}", flush=True)
+            all_scores += scores
+            log_leaks += canaries.log_leaks
+    off = [s for s in all_scores if s.got != s.case.expected(s.config)]
     if off:
         print("not as expected (informational): " + ", ".join(
-            f"{s.config}:{s.case.id}={s.got}" for s in off))
-    print(summary(scores), flush=True)
-    return 1 if canaries.log_leaks or any(s.leaks or s.crashed for s in scores) else 0
+            f"{s.mode}:{s.config}:{s.case.id}={s.got}" for s in off))
+    print(scoreboard(all_scores), flush=True)
+    print(summary(all_scores), flush=True)
+    return 1 if log_leaks or any(s.leaks or s.crashed or s.lingering for s in all_scores) else 0
+
+
+def scoreboard(scores: list[Score]) -> str:
+    """One table per mode: a row per configuration (issue 11's closing scorecards)."""
+    out = []
+    for mode in dict.fromkeys(s.mode for s in scores):
+        out.append(f"\n{mode}:\n\n| config | cases | leaks | runner crashes | "
+                   "lingering workers | limits hit |\n|---|---|---|---|---|---|")
+        for config in dict.fromkeys(s.config for s in scores if s.mode == mode):
+            rows = [s for s in scores if s.mode == mode and s.config == config]
+            out.append(f"| {config} | {len(rows)} | {sum(1 for s in rows if s.leaks)} | "
+                       f"{sum(1 for s in rows if s.crashed)} | "
+                       f"{sum(s.lingering for s in rows)} | "
+                       f"{sum(1 for s in rows if s.got == 'limit')} |")
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    parser.add_argument("--disable", metavar="LAYERS", default="",
+                        help="TASKBOX_TEST_DISABLE_LAYERS for the runner, e.g. landlock: "
+                             "what the other layers still hold")
+    parser.add_argument("--mode", choices=[*MODES, "both"], default="both",
+                        help="run the runner as root, as the unprivileged tb11runner, or both")
     parser.add_argument("--only", metavar="IDS", help="comma list of case ids, e.g. A01,J04")
     parser.add_argument("--no-netns", action="store_true",
                         help="do not enter a private network namespace")

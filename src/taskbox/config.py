@@ -87,6 +87,12 @@ class Config:
                 reader.problems.append(
                     f"TASKBOX_REQUIRE_LAYERS: unknown layer {layer!r} "
                     f"(known: {', '.join(KNOWN_LAYERS)})")
+        disabled = r.csv("TASKBOX_TEST_DISABLE_LAYERS")
+        for layer in disabled:
+            if layer not in KNOWN_LAYERS:
+                reader.problems.append(
+                    f"TASKBOX_TEST_DISABLE_LAYERS: unknown layer {layer!r} "
+                    f"(known: {', '.join(KNOWN_LAYERS)})")
         deny_raw = r.get("N8N_RUNNERS_BUILTINS_DENY")
         builtins_deny = (DEFAULT_BUILTINS_DENY if deny_raw is None
                          else tuple(x.strip() for x in deny_raw.split(",") if x.strip()))
@@ -107,6 +113,8 @@ class Config:
             block_env_access=r.boolean("N8N_BLOCK_RUNNER_ENV_ACCESS", True),
             allow_transitive_imports=r.boolean("N8N_RUNNERS_ALLOW_TRANSITIVE_IMPORTS", False),
             require_layers=layers,
+            allow_no_landlock=r.boolean("TASKBOX_ALLOW_NO_LANDLOCK", False),
+            disable_layers=disabled,
         )
         auto = r.number("N8N_RUNNERS_AUTO_SHUTDOWN_TIMEOUT", 0.0, minimum=0)
         log_format = r.get("TASKBOX_LOG_FORMAT") or "text"

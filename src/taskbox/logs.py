@@ -56,8 +56,17 @@ EVENTS: dict[str, str] = {
     "rejecting task %s: %s": "task_rejected",
     "executor failed on task %s": "executor_failed",
     # sandbox
-    "sandbox ready: zygote pid %s keeps %d workers ready, %d under load; layers %s":
-        "sandbox_ready",
+    "sandbox ready: zygote pid %s keeps %d workers ready, %d under load; layers %s; "
+    "workers' process limit %s": "sandbox_ready",
+    "workers run as the runner's own uid %d (not root, so no uid drop): only no_new_privs, "
+    "non-dumpable processes, seccomp and Landlock keep user code away from the runner's "
+    "and the zygote's files, /proc entries and signals": "uid_drop_missing",
+    "TASKBOX_ALLOW_NO_LANDLOCK=true: starting without Landlock as non-root; user code can "
+    "read %s": "landlock_missing_allowed",
+    "TASKBOX_TEST_DISABLE_LAYERS=%s: these sandbox layers are switched off on purpose "
+    "(testing only, never in production)": "layers_disabled_for_testing",
+    "sandbox worker %s was not reaped %.0f s after SIGKILL; releasing its slot anyway":
+        "worker_not_reaped",
     "sandbox failed to start: %s": "sandbox_failed",
     "sandbox zygote (pid %s) died: %s": "zygote_died",
     "sandbox zygote restarted: pid %s": "zygote_restarted",

@@ -475,3 +475,17 @@ async def test_missing_required_layer_refuses_to_start():
     with pytest.raises(SandboxUnavailable, match="no-such-layer"):
         await ex.start()
     await ex.aclose()
+
+
+async def test_format_guard_refuses_attribute_paths_with_n8ns_wording(executor):
+    code = ("path = '.'.join(['0', '_' + '_class_' + '_'])\n"
+            "return [{'x': ('{' + path + '}').format(1)}]")
+    outcome = await run(executor, code)
+    assert outcome.error is not None
+    assert outcome.error["message"] == "Security violation detected"
+    assert outcome.error["description"] == (
+        "String pattern accessing '__class__' is disallowed, because it can be used to "
+        "bypass security restrictions.")
+    assert outcome.error["lineNumber"] == 2
+    ok = await run(executor, "return [{'x': '{0} {1:>3}'.format('a', 7)}]")
+    assert ok.result == [{"x": "a   7"}]

@@ -31,6 +31,8 @@ pytestmark = pytest.mark.timeout(60)
 BUSY = ("import time\nt = time.time()\nwhile time.time() - t < {s}:\n    pass\n"
         "return [{{'json': {{'done': True}}}}]")
 OK_CODE = "return [{'json': {'ok': True}}]"
+#: BUSY that prints first: its runner:rpc proves the code runs in a worker.
+PRINTING_BUSY = "print('running')\n" + BUSY
 REJECT_EXPIRED = "Offer expired - not accepted within validity window"
 
 
@@ -86,6 +88,12 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
+async def code_running(broker: EmbeddedBroker, tasks: int) -> None:
+    """Wait until ``tasks`` PRINTING_BUSY tasks run user code (their prints arrived)."""
+    await broker.wait_for_event(
+        lambda e: len(of_type(broker, "in", "runner:rpc")) >= tasks, timeout=20.0)
+
+
 async def busy_worker(runner: Runner) -> psutil.Process:
     """The zygote's child running a CPU-bound task: the one that has used real CPU time."""
     zygote_pid = (await runner.sandbox()).zygote_pid  # type: ignore[attr-defined]
@@ -126,10 +134,13 @@ async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
         # 1 s idle), perhaps with the just-used one still being reaped: kill them all.
         idle = zygote.children()
         assert len(idle) >= IDLE_WORKERS
+        killed = {worker.pid for worker in idle}
         for worker in idle:
             worker.send_signal(signal.SIGKILL)
         psutil.wait_procs(idle, timeout=5)
-        await asyncio.sleep(0.3)  # the zygote reports the deaths and forks replacements
+        # The zygote reports the deaths and forks replacements (no event for that: poll).
+        await until(lambda: sandbox.ready_workers >= IDLE_WORKERS
+                    and not {c.pid for c in zygote.children()} & killed)
         outs = await asyncio.gather(*(broker.submit(settings(OK_CODE)) for _ in range(8)))
         assert [o.status for o in outs] == ["done"] * 8, [o.error for o in outs]
 
@@ -150,9 +161,9 @@ async def test_zygote_killed_mid_task(broker: EmbeddedBroker,
                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "taskbox")
     async with serving(broker) as runner:
-        first, _ = await running(broker, BUSY.format(s=20))
-        second, _ = await running(broker, BUSY.format(s=20))
-        await asyncio.sleep(0.3)
+        first, _ = await running(broker, PRINTING_BUSY.format(s=20))
+        second, _ = await running(broker, PRINTING_BUSY.format(s=20))
+        await code_running(broker, 2)
         old = (await runner.sandbox()).zygote_pid  # type: ignore[attr-defined]
         assert old is not None
         os.kill(old, signal.SIGKILL)
@@ -385,11 +396,9 @@ async def test_sigterm_under_load(spawn: Any) -> None:
         child = spawn(runner_env(broker, N8N_RUNNERS_MAX_CONCURRENCY="8",
                                  N8N_RUNNERS_GRACEFUL_SHUTDOWN_TIMEOUT="5"))
         (first_id,) = await broker.wait_for_runners(1, timeout=20)
-        codes = [BUSY.format(s=1).replace("True}", f"{i}}}") for i in range(20)]
+        codes = [PRINTING_BUSY.format(s=1).replace("True}", f"{i}}}") for i in range(20)]
         pending = [asyncio.create_task(broker.submit(settings(c))) for c in codes]
-        await broker.wait_for_event(
-            lambda e: len(of_type(broker, "out", "broker:tasksettings")) >= 8, timeout=10)
-        await asyncio.sleep(0.2)
+        await code_running(broker, 8)
         in_flight = {m["taskId"] for m in of_type(broker, "out", "broker:tasksettings")}
         signalled = time.monotonic()
         child.proc.send_signal(signal.SIGTERM)

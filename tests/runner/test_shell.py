@@ -190,3 +190,16 @@ async def test_no_background_task_outlives_run(start: StartShell) -> None:
     leftovers = [t for t in asyncio.all_tasks()
                  if "/taskbox/runner/" in t.get_coro().cr_code.co_filename]  # type: ignore[union-attr]
     assert leftovers == []
+
+
+async def test_a_stop_racing_the_settings_still_runs_and_reports_the_task(
+        start: StartShell) -> None:
+    # Accepted, settings not yet read, then SIGTERM: the task is owed a result.
+    shell = await start(graceful_shutdown_timeout=30.0)
+    outcome = asyncio.create_task(shell.broker.submit(settings()))
+    await shell.broker.wait_for_event(
+        lambda e: e[2] == "in" and e[3].get("type") == "runner:taskaccepted", 5000 * MS)
+    shell.runner.request_stop()
+    assert (await asyncio.wait_for(outcome, 5000 * MS)).ok
+    assert await shell.stopped() == EXIT_OK
+    assert len(shell.executor.runs) == 1

@@ -78,3 +78,35 @@ def test_builtins_deny_list_keeps_build_class():
     assert "__build_class__" in table
     assert table["__import__"] is print
     assert "len" in table
+
+
+# --- the runtime format guard (issue 11) -------------------------------------------
+
+import string  # noqa: E402
+
+_restrict = restrict
+
+
+@pytest.mark.parametrize(("method", "receiver", "args"), [
+    ("get_field", string.Formatter(), ("0.__init__.__globals__", [string.Template], {})),
+    ("get_field", string.Formatter, (string.Formatter(), "0.__class__", [1], {})),
+    ("format", "{0.__class__.__base__}", (1,)),
+    ("format_map", "{x.__init__}", ({"x": string.Template},)),
+    ("format", str, ("{0[__builtins__]}", {})),
+    ("vformat", string.Formatter(), ("{0.gi_frame}", [1], {})),
+    ("format", string.Formatter(), ("{0:{1.__class__}}", 1, 2)),
+])
+def test_format_guard_refuses_private_and_introspection_paths(method, receiver, args):
+    with pytest.raises(_restrict.SecurityViolation) as caught:
+        _restrict.safe_format(method, receiver, *args)
+    assert caught.value.description.startswith("String pattern accessing '")
+    assert caught.value.description.endswith(
+        "' is disallowed, because it can be used to bypass security restrictions.")
+
+
+def test_format_guard_lets_ordinary_formatting_through():
+    assert _restrict.safe_format("format", "{0} {name} {1[k]} {0:>4}", 1, {"k": 2},
+                                 name="n") == "1 n 2    1"
+    assert _restrict.safe_format("format_map", "{a.real}", {"a": 3}) == "3"
+    assert _restrict.safe_format("get_field", string.Formatter(), "0.imag", [5], {}) == (0, 0)
+    assert _restrict.safe_format("format", str, "{0}!", "x") == "x!"

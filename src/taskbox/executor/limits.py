@@ -37,6 +37,11 @@ class Limits:
     block_env_access: bool = True
     allow_transitive_imports: bool = False
     require_layers: tuple[str, ...] = field(default=())
+    #: Start a non-root runner without Landlock (TASKBOX_ALLOW_NO_LANDLOCK).
+    allow_no_landlock: bool = False
+    #: Layers the zygote must not apply, to measure what the others still hold
+    #: (TASKBOX_TEST_DISABLE_LAYERS; testing only, logged as an error).
+    disable_layers: tuple[str, ...] = field(default=())
     #: What ``os.environ`` holds in a task when ``block_env_access`` is off: the
     #: runner's start-up environment minus its secrets (config.task_environment).
     task_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)

@@ -145,6 +145,7 @@ class ZygoteHandle:
         self._in_use: set[WorkerHandle] = set()  # taken and not yet closed
         self.pid: int | None = None
         self.layers: dict[str, bool] = {}
+        self.process_limit: int | None = None  # workers' RLIMIT_NPROC (confine.py)
         self.dead = asyncio.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
@@ -220,6 +221,8 @@ class ZygoteHandle:
         layers = ready.get("layers")
         self.layers = {str(k): bool(v) for k, v in layers.items()} \
             if isinstance(layers, dict) else {}
+        limit = ready.get("process_limit")
+        self.process_limit = limit if isinstance(limit, int) else None
         return self.layers
 
     # ------------------------------------------------------------------ control frames

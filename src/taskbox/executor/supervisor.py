@@ -1,5 +1,8 @@
 """The executor: runs one task in one confined worker and enforces the limits.
 
+(Over 600 lines on purpose: everything the runner enforces on a hostile worker --
+deadline, kill and reap, frame caps, print cap, RSS watch -- is read in one place.)
+
 The runner codes against :class:`Executor`::
 
     executor = Executor(limits, max_concurrency, logger)
@@ -152,11 +155,16 @@ class Executor:
             raise SandboxUnavailable(
                 f"required sandbox layers are missing: {', '.join(missing)} "
                 f"({probe.describe_layers(layers)})")
+        try:
+            self._check_degraded(layers)
+        except SandboxUnavailable:
+            await zygote.aclose()
+            raise
         self.layers = layers
         self._install(zygote)
         self.logger.info("sandbox ready: zygote pid %s keeps %d workers ready, %d under load; "
-                         "layers %s", zygote.pid, zygote.idle_size, zygote.full_size,
-                         probe.describe_layers(layers))
+                         "layers %s; workers' process limit %s", zygote.pid, zygote.idle_size,
+                         zygote.full_size, probe.describe_layers(layers), zygote.process_limit)
         blocked = (probe.unreadable_for(self.limits.worker_uid, self.limits.worker_gid)
                    if layers.get("setuid") else None)
         if blocked:
@@ -170,6 +178,37 @@ class Executor:
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="taskbox-zygote-supervisor")
         return dict(layers)
+
+    def _check_degraded(self, layers: dict[str, bool]) -> None:
+        """Warn about (or refuse) a sandbox that lacks a layer it needs here.
+
+        Raises:
+            SandboxUnavailable: not root and no Landlock, without the opt-out.
+        """
+        if self.limits.disable_layers:
+            self.logger.error("TASKBOX_TEST_DISABLE_LAYERS=%s: these sandbox layers are "
+                              "switched off on purpose (testing only, never in production)",
+                              ",".join(self.limits.disable_layers))
+        if layers.get("setuid"):
+            return
+        self.logger.warning(
+            "workers run as the runner's own uid %d (not root, so no uid drop): only "
+            "no_new_privs, non-dumpable processes, seccomp and Landlock keep user code "
+            "away from the runner's and the zygote's files, /proc entries and signals",
+            os.getuid())
+        if layers.get("landlock"):
+            return
+        unprotected = ("every file the runner's uid can read (configuration, mounted "
+                       "secrets, service-account tokens), other processes' /proc/<pid> "
+                       "entries (cmdline, status), and abstract unix sockets of the host")
+        if not self.limits.allow_no_landlock:
+            raise SandboxUnavailable(
+                "Landlock is not available and the runner is not root, so workers would "
+                f"share its uid with nothing between them and {unprotected}. Use a kernel "
+                "with Landlock (5.13+, 'landlock' in lsm=), run as root so workers drop to "
+                "TASKBOX_WORKER_UID, or set TASKBOX_ALLOW_NO_LANDLOCK=true to start anyway")
+        self.logger.warning("TASKBOX_ALLOW_NO_LANDLOCK=true: starting without Landlock as "
+                            "non-root; user code can read %s", unprotected)
 
     def _install(self, zygote: ZygoteHandle) -> None:
         self._zygote = zygote
@@ -520,7 +559,9 @@ class Executor:
         # a SIGKILL we did not send, after (about) the whole CPU budget was used,
         # is the CPU limit. rusage lags the kernel's precise clock by a tick or
         # more under load, hence the margin.
-        if signum == signal.SIGXCPU or (signum == signal.SIGKILL and not worker.killed
+        # We may have sent a SIGKILL too (after its channel closed, when the exit
+        # report was slow): a worker that used its whole CPU budget still hit the limit.
+        if signum == signal.SIGXCPU or (signum == signal.SIGKILL
                                         and ended.cpu >= cpu_limit * 0.8):
             return failure(spec, f"Task exceeded the CPU time limit of "
                            f"{format_seconds(cpu_limit)}", kind="cpu")

@@ -66,8 +66,8 @@ class Connection:
         ws: the open websocket (websockets' ``ClientConnection``).
         proto: the core for this connection; only this object feeds it.
         max_payload: N8N_RUNNERS_MAX_PAYLOAD; larger outgoing frames are replaced.
-        on_events: called with the core's events after every input, once its
-            messages are sent.
+        on_events: called after every input, once its messages are sent, with the
+            events it produced (maybe none).
         on_sent: called with every message written (metrics).
         on_malformed: called for every frame skipped as malformed (metrics).
     """
@@ -107,9 +107,7 @@ class Connection:
             raise ConnectionClosed(CLOSED_TEXT)
         yield self.proto
         await self._flush()  # on failure the core has dropped its events with the connection
-        events = self.proto.events_received()
-        if events:
-            self._on_events(events)
+        self._on_events(self.proto.events_received())  # every input, events or not
 
     def send_soon(self) -> None:
         """Have the write pump send what the core queued (for callers that cannot await)."""

@@ -112,8 +112,7 @@ class Executions:
         self._metrics = metrics
         self._on_task_end = on_task_end
         self._running: dict[str, Execution] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._changed = asyncio.Event()  # a task started or ended, or the core moved
 
     def __len__(self) -> int:
         return len(self._running)
@@ -121,7 +120,7 @@ class Executions:
     def start(self, event: StartTask) -> None:
         execution = Execution(event.task_id)
         self._running[event.task_id] = execution
-        self._idle.clear()
+        self._changed.set()
         execution.task = self._group.create_task(self._execute(execution, event))
 
     def cancel(self, task_id: str, reason: str) -> None:
@@ -133,9 +132,23 @@ class Executions:
         for execution in list(self._running.values()):
             execution.cancel(reason)
 
+    def __bool__(self) -> bool:
+        """Anything accepted and not finished: running here, or waiting for its settings."""
+        return bool(self._running) or self._conn.proto.busy > 0
+
+    def core_changed(self) -> None:
+        """The core took an input (a task may have arrived, or been cancelled while waiting)."""
+        self._changed.set()
+
     async def wait_idle(self) -> None:
-        """Return once no task is running."""
-        await self._idle.wait()
+        """Return once nothing is accepted and unfinished.
+
+        An accepted task still waiting for its settings counts: a stop that raced
+        broker:tasksettings must not close the connection under it.
+        """
+        while self:
+            self._changed.clear()
+            await self._changed.wait()
 
     # -- one task ------------------------------------------------------------------------
 
@@ -167,8 +180,7 @@ class Executions:
         finally:
             channel.close()
             del self._running[task_id]
-            if not self._running:
-                self._idle.set()
+            self._changed.set()
             self._on_task_end()
 
     async def _outcome(self, execution: Execution, event: StartTask, channel: TaskChannel,

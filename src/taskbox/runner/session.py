@@ -82,6 +82,8 @@ class Session:
 
     def handle(self, events: list[RunnerEvent]) -> None:
         """Act on the core's events (called by the connection after each input)."""
+        if self.executions is not None:
+            self.executions.core_changed()
         for event in events:
             if isinstance(event, StartTask):
                 assert self.executions is not None

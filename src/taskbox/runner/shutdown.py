@@ -105,8 +105,8 @@ class Shutdown:
         """The stop sequence for one connection; runs in its session's TaskGroup."""
         await self._requested.wait()
         conn.proto.stop_offering()
-        if len(executions) and not self.force_exit:
-            log.info("waiting up to %.0f s for %d running task(s)", self.grace, len(executions))
+        if executions and not self.force_exit:
+            log.info("waiting up to %.0f s for %d running task(s)", self.grace, conn.proto.busy)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.grace):
                     await executions.wait_idle()
