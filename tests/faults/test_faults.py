@@ -130,9 +130,10 @@ async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
         sandbox = await runner.sandbox()
         await until(lambda: sandbox.ready_workers == IDLE_WORKERS)
         zygote = psutil.Process(sandbox.zygote_pid)  # type: ignore[attr-defined]
-        # The worker that served assert_serves is killed and reaped after its outcome;
-        # until the zygote has reaped it (and settled its pool) it is a child too.
-        await until(lambda: len(zygote.children()) == IDLE_WORKERS)
+        # The task grew the pool; wait for the idle shrink and for the surplus (and the
+        # worker that served assert_serves) to be gone, so no fork is still due.
+        await until(lambda: sandbox.pool_size == IDLE_WORKERS  # type: ignore[attr-defined]
+                    and len(zygote.children()) == IDLE_WORKERS)
         idle = zygote.children()
         assert len(idle) == IDLE_WORKERS  # the idle pool, all ready
         killed = {worker.pid for worker in idle}
