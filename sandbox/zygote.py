@@ -103,6 +103,16 @@ def _harden_self() -> None:
         libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+def _trim_heap() -> None:
+    """Give malloc's free pages back to the kernel (malloc_trim(3)) before forking.
+
+    Fewer resident pages in the zygote means fewer page-table entries for every
+    fork to copy, and less memory counted for the zygote.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _preload(limits: dict[str, Any]) -> None:
     names: list[str] = []
     for key in ("stdlib_allow", "external_allow"):
@@ -324,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything allocated so far is shared with every worker; keep the
     # workers' garbage collector from touching (and so copying) those pages.
     gc.collect()
+    _trim_heap()
     gc.freeze()
     # Report what workers get: a network namespace is probed but never applied
     # (seccomp and Landlock already cut the network; see confine.Confinement.apply).

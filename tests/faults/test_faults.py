@@ -128,20 +128,18 @@ async def test_ready_workers_killed_while_idle(broker: EmbeddedBroker) -> None:
     async with serving(broker) as runner:
         await assert_serves(broker, runner)
         sandbox = await runner.sandbox()
-        await until(lambda: sandbox.ready_workers == IDLE_WORKERS)
         zygote = psutil.Process(sandbox.zygote_pid)  # type: ignore[attr-defined]
-        # The task grew the pool; wait for the idle shrink and for the surplus (and the
-        # worker that served assert_serves) to be gone, so no fork is still due.
-        await until(lambda: sandbox.pool_size == IDLE_WORKERS  # type: ignore[attr-defined]
-                    and len(zygote.children()) == IDLE_WORKERS)
+        await until(lambda: sandbox.ready_workers >= IDLE_WORKERS)
+        # The ready workers (the pool size moves: it grew for the task and shrinks after
+        # 1 s idle), perhaps with the just-used one still being reaped: kill them all.
         idle = zygote.children()
-        assert len(idle) == IDLE_WORKERS  # the idle pool, all ready
+        assert len(idle) >= IDLE_WORKERS
         killed = {worker.pid for worker in idle}
         for worker in idle:
             worker.send_signal(signal.SIGKILL)
         psutil.wait_procs(idle, timeout=5)
         # The zygote reports the deaths and forks replacements (no event for that: poll).
-        await until(lambda: sandbox.ready_workers == IDLE_WORKERS
+        await until(lambda: sandbox.ready_workers >= IDLE_WORKERS
                     and not {c.pid for c in zygote.children()} & killed)
         outs = await asyncio.gather(*(broker.submit(settings(OK_CODE)) for _ in range(8)))
         assert [o.status for o in outs] == ["done"] * 8, [o.error for o in outs]

@@ -122,11 +122,6 @@ class Executor:
         return self._zygote.pid if self._zygote is not None else None
 
     @property
-    def pool_size(self) -> int:
-        """Workers the zygote is told to keep now (grows under load, shrinks when idle)."""
-        return self._zygote.size if self._zygote is not None else 0
-
-    @property
     def ready_workers(self) -> int:
         """Confined workers waiting for a task right now."""
         return self._zygote.ready_workers if self._zygote is not None else 0
