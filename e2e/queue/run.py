@@ -59,8 +59,8 @@ CHECKS = {
     "stack": "redis, postgres, n8n main + 2 workers up; each taskbox registered with its "
              "own worker's broker",
     "runner-nonroot": f"each taskbox runs as uid {RUNNER_UID} with no capabilities and "
-                      "no_new_privs (as the k8s sidecar) and reports rlimits, prctl and "
-                      "seccomp active",
+                      "no_new_privs (as the k8s sidecar) and reports rlimits, prctl, "
+                      "landlock and seccomp active",
     "hostnames": "every n8n process has its own host name (UTS namespace), and none "
                  "logged 'sharing the same hostId'",
     "load-answers": "every load request answered 200 with the right result",
@@ -362,7 +362,7 @@ def run(args: argparse.Namespace, checks: Checks, stack: Stack) -> None:
                      sorted(n for n, v in layers.items() if v == 1)))
     want_uid = [str(RUNNER_UID)]
     nonroot = all(u == want_uid and eff == bnd == "0000000000000000" and nnp == "1"
-                  and {"rlimits", "prctl", "seccomp"} <= set(active)
+                  and {"rlimits", "prctl", "landlock", "seccomp"} <= set(active)
                   for u, eff, bnd, nnp, active in seen)
     checks.record("runner-nonroot", nonroot and not args.runner_cmd,
                   "; ".join(f"taskbox{k + 1}: uid {u[0] if u else '?'}, CapEff {eff}, "

@@ -314,7 +314,7 @@ class Stack:
             "N8N_RUNNERS_STDLIB_ALLOW": "time",
             "N8N_RUNNERS_EXTERNAL_ALLOW": "",
             # what deploy/k8s/n8n-worker.yaml requires: refuse to start without them
-            "TASKBOX_REQUIRE_LAYERS": "rlimits,prctl,seccomp",
+            "TASKBOX_REQUIRE_LAYERS": "rlimits,prctl,landlock,seccomp",
         }
         return self.spawn(name, argv, env, cwd=Path("/"))
 
