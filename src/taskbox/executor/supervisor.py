@@ -446,7 +446,10 @@ class Executor:
         ended = await self._await_exit(worker, _EOF_GRACE)
         if ended is None:
             worker.kill()
-            ended = await self._await_exit(worker)
+            # A dead zygote resolves the exit at once (lost); a live one that is slow
+            # under load still reports how the worker died (e.g. its CPU limit). The
+            # task's deadline bounds this wait.
+            ended = await self._await_exit(worker, _EXIT_GRACE + _REAP_PATIENCE)
         return self._death_outcome(spec, ended or WorkerExit(lost=True), worker)
 
     async def _handle_frame(self, frame: bytes, worker: WorkerHandle, spec: TaskSpec,
