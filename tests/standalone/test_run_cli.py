@@ -138,8 +138,16 @@ def test_timeout_and_memory_have_their_own_exit_codes() -> None:
     assert "memory limit" in done.stderr
 
 
+# A shell starts background jobs with SIGINT ignored and children inherit that, so a
+# suite run in the background would send Ctrl-C to a process that cannot hear it: the
+# child gets the default disposition back before it execs taskbox, as at a terminal.
+_WITH_DEFAULT_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def _start(code: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "taskbox", "run", "-"], text=True,
+    proc = subprocess.Popen([sys.executable, "-c", _WITH_DEFAULT_SIGINT,
+                             "-m", "taskbox", "run", "-"], text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     assert proc.stdin is not None
