@@ -17,6 +17,7 @@ import pytest
 from taskbox.broker import EmbeddedBroker
 from taskbox.config import Config
 from taskbox.runner import Runner
+from tests.utils import running_broker
 
 AUTH = "integration-auth-token"
 
@@ -69,13 +70,8 @@ async def stop_runner(runner: Runner, serving: asyncio.Task[int]) -> int:
 
 @pytest.fixture
 async def broker() -> AsyncIterator[EmbeddedBroker]:
-    b = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=AUTH, task_timeout=30.0,
-                       accept_timeout=2.0, rate_limit=1000.0)
-    await b.start()
-    try:
+    async with running_broker(AUTH) as b:
         yield b
-    finally:
-        await b.aclose()
 
 
 @pytest.fixture

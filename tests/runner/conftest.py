@@ -21,7 +21,7 @@ from taskbox.config import Config
 from taskbox.executor.limits import Limits
 from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec
 from taskbox.runner import Runner
-from tests.utils import MS
+from tests.utils import MS, running_broker
 
 AUTH = "runner-shell-auth"
 Script = Callable[[TaskSpec, PrintSink, HelperCall], Awaitable[TaskOutcome]]
@@ -103,13 +103,8 @@ class Shell:
 
 @pytest.fixture
 async def broker() -> AsyncIterator[EmbeddedBroker]:
-    b = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=AUTH, task_timeout=30.0,
-                       accept_timeout=2.0, rate_limit=1000.0)
-    await b.start()
-    try:
+    async with running_broker(AUTH) as b:
         yield b
-    finally:
-        await b.aclose()
 
 
 StartShell = Callable[..., Awaitable[Shell]]
