@@ -4,9 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test unit style types lint bench security e2e e2e-parity e2e-data-env e2e-queue load faults all clean
+.PHONY: install bytecode run test unit style types lint bench security e2e e2e-parity e2e-data-env e2e-queue load faults all clean
 
-install: $(STAMP)
+install: $(STAMP) bytecode
+
+# The zygote and n8n's launcher entry run Python with -B (never write .pyc), and an
+# editable install compiles nothing: without this every zygote start compiles the
+# sandbox modules from source (~50 ms). A wheel install (pip install ., deploy/) has them.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q sandbox src
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

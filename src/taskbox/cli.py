@@ -177,9 +177,16 @@ def _connect(args: argparse.Namespace) -> int:
         log.error("invalid configuration: N8N_RUNNERS_GRANT_TOKEN is required "
                   "(or N8N_RUNNERS_AUTH_TOKEN to mint one)")
         return 2
+    from taskbox.executor import Executor
+
+    # The zygote imports and forks its first worker while this process imports the
+    # runner and connects: the first task no longer waits for both in turn.
+    executor = Executor(config.limits, config.max_concurrency,
+                        logging.getLogger("taskbox.executor"))
+    executor.spawn()
     from taskbox.runner.lifecycle import Runner
 
-    return asyncio.run(Runner(config).run())
+    return asyncio.run(Runner(config, executor).run())
 
 
 def _check(config: Config) -> int:

@@ -156,6 +156,7 @@ class ZygoteHandle:
         self._waiters: deque[asyncio.Future[WorkerHandle]] = deque()
         self._exits: dict[int, asyncio.Future[WorkerExit]] = {}
         self._ready_frame: asyncio.Future[dict[str, Any]] | None = None
+        self._init_error: OSError | None = None
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
 
@@ -166,16 +167,17 @@ class ZygoteHandle:
 
     # ------------------------------------------------------------------ start
 
-    async def start(self) -> dict[str, bool]:
-        """Exec the zygote and wait for its READY frame.
+    def spawn(self) -> None:
+        """Exec the zygote and queue its init frame; needs no event loop.
 
-        Returns:
-            The layer probe the zygote reported.
+        Called at process start (``Executor.spawn``), the zygote imports and forks its
+        first worker while the runner is still importing and connecting.
 
         Raises:
-            SandboxUnavailable: the zygote did not start or answer in time.
+            SandboxUnavailable: the process could not be started.
         """
-        loop = asyncio.get_running_loop()
+        if self._proc is not None:
+            return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
@@ -193,6 +195,27 @@ class ZygoteHandle:
         self.pid = self._proc.pid
         ours.setblocking(False)
         self._control = ours
+        init = {"t": framing.FRAME_INIT, "limits": self.limits.to_wire(),
+                "max_concurrency": self.max_concurrency, "pool": self.size}
+        # A SEQPACKET frame is queued whole; the zygote reads it once it is up.
+        try:
+            ours.send(framing.encode(init))
+        except OSError as exc:
+            self._init_error = exc
+
+    async def start(self) -> dict[str, bool]:
+        """Exec the zygote (unless :meth:`spawn` did) and wait for its READY frame.
+
+        Returns:
+            The layer probe the zygote reported.
+
+        Raises:
+            SandboxUnavailable: the zygote did not start or answer in time.
+        """
+        loop = asyncio.get_running_loop()
+        self.spawn()
+        assert self._control is not None and self._proc is not None and self.pid is not None
+        ours = self._control
         self._ready_frame = loop.create_future()
         loop.add_reader(ours.fileno(), self._on_control)
         if self._proc.stderr is not None:
@@ -202,10 +225,9 @@ class ZygoteHandle:
         with contextlib.suppress(OSError, AttributeError):
             self._pidfd = os.pidfd_open(self.pid)
             loop.add_reader(self._pidfd, self._on_died, "exited")
-        init = {"t": framing.FRAME_INIT, "limits": self.limits.to_wire(),
-                "max_concurrency": self.max_concurrency, "pool": self.size}
         try:
-            ours.send(framing.encode(init))
+            if self._init_error is not None:
+                raise self._init_error
             async with asyncio.timeout(READY_TIMEOUT):
                 ready = await self._ready_frame
         except (OSError, TimeoutError, ZygoteGone) as exc:
