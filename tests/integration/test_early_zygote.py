@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from taskbox.launch import runs_a_runner
+
 
 def _zygote_children(pid: int) -> list[psutil.Process]:
     found = []
@@ -59,3 +61,11 @@ def test_the_zygote_is_up_while_the_broker_has_not_answered() -> None:
             proc.kill()
             proc.wait()
         silent.close()
+
+
+def test_only_a_serving_connect_starts_a_zygote_first() -> None:
+    for argv in ([], ["connect"], ["--max-concurrency", "2"], ["connect", "--health-port", "0"]):
+        assert runs_a_runner(argv), argv
+    for argv in (["run", "x.py"], ["serve"], ["broker"], ["--help"], ["--version"],
+                 ["connect", "--check"], ["connect", "-h"]):
+        assert not runs_a_runner(argv), argv

@@ -2,7 +2,7 @@
 
 :class:`ZygoteHandle` execs ``python -I -B -m taskbox_sandbox.zygote <fd>`` with
 the environment ``{"LANG": "C.UTF-8"}`` -- never the runner's, which holds the
-grant token -- and talks to it over an AF_UNIX SOCK_SEQPACKET pair (one frame per
+grant token -- (``taskbox.launch``, which ``taskbox connect`` calls first thing) and talks to it over an AF_UNIX SOCK_SEQPACKET pair (one frame per
 message, so each worker fd arrives attached to exactly its own ``worker`` frame).
 This class sizes the pool, queues the ready workers, hands them to
 :meth:`ZygoteHandle.take`, and resolves each worker's exit future from the
@@ -31,7 +31,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from taskbox.errors import SandboxCrashed, SandboxUnavailable
 from taskbox.executor.limits import Limits
+from taskbox.launch import Zygote, start_zygote
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
     from sandbox import framing
@@ -54,7 +54,6 @@ READY_TIMEOUT: Final = 10.0
 IDLE_WORKERS: Final = 1
 #: Seconds with no task running before the pool shrinks to ``IDLE_WORKERS``.
 IDLE_SHRINK_S: Final = 1.0
-ZYGOTE_ENV: Final = {"LANG": "C.UTF-8"}
 _CONTROL_MAX: Final = 1 << 20
 _STDERR_LINES: Final = 50
 
@@ -167,8 +166,8 @@ class ZygoteHandle:
 
     # ------------------------------------------------------------------ start
 
-    def spawn(self) -> None:
-        """Exec the zygote and queue its init frame; needs no event loop.
+    def spawn(self, started: Zygote | None = None) -> None:
+        """Exec the zygote (or adopt ``started``) and queue its init frame; no event loop.
 
         Called at process start (``Executor.spawn``), the zygote imports and forks its
         first worker while the runner is still importing and connecting.
@@ -178,20 +177,10 @@ class ZygoteHandle:
         """
         if self._proc is not None:
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-m", "taskbox_sandbox.zygote",
-                 str(theirs.fileno())],
-                env=dict(ZYGOTE_ENV), pass_fds=(theirs.fileno(),), close_fds=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                cwd="/", process_group=0,
-            )
+            self._proc, ours = started or start_zygote()
         except OSError as exc:
-            ours.close()
             raise SandboxUnavailable(f"cannot start the sandbox zygote: {exc}") from exc
-        finally:
-            theirs.close()
         self.pid = self._proc.pid
         ours.setblocking(False)
         self._control = ours

@@ -56,6 +56,7 @@ from taskbox.executor import probe
 from taskbox.executor.limits import Limits
 from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHandle
 from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec, failure
+from taskbox.launch import Zygote
 from taskbox.protocol.messages import format_seconds
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
@@ -177,23 +178,23 @@ class Executor:
             self._supervise(), name="taskbox-zygote-supervisor")
         return dict(layers)
 
-    def spawn(self) -> None:
-        """Start the zygote process now, before the event loop; ``start()`` finishes.
+    def spawn(self, started: Zygote | None = None) -> None:
+        """Start the zygote process now (or adopt ``started``); ``start()`` finishes.
 
-        The zygote's imports and first fork (~90 ms) then overlap the runner's own
-        imports and connecting instead of following them.
-
-        A zygote that cannot be started is reported by ``start()``, which tries again.
+        Before the event loop runs: the zygote's imports and first fork then overlap
+        the runner's own imports and connecting instead of following them. A zygote
+        that cannot be started is reported by ``start()``, which tries again.
         """
         if self._starting is None and self._zygote is None:
             with contextlib.suppress(SandboxUnavailable):
-                self._spawn()
+                self._spawn(started)
 
-    def _spawn(self) -> ZygoteHandle:
+    def _spawn(self, started: Zygote | None = None) -> ZygoteHandle:
+        # Before the zygote gets its limits, so before any worker can exist.
         if not probe.set_dumpable(False):
             self.logger.warning("could not mark the runner non-dumpable (prctl failed)")
         zygote = ZygoteHandle(self.limits, self.max_concurrency, self.logger)
-        zygote.spawn()
+        zygote.spawn(started)
         self._starting = zygote  # so aclose() reaps it even if start() never runs
         return zygote
 
