@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: install bytecode run test unit style types lint bench security e2e e2e-parity e2e-data-env e2e-queue load faults all clean
 
@@ -40,8 +41,12 @@ test: install
 	$(BIN)/pytest -q --cov --cov-report=term
 	$(MAKE) --no-print-directory lint
 
-bench: install
+bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/bench.py
+
+$(BENCH_STAMP): pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 security: install
 	$(BIN)/python security/scorecard.py
