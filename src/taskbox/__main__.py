@@ -1,7 +1,7 @@
-"""``python -m taskbox``."""
+"""``python -m taskbox`` (n8n's launcher runs ``python -I -B -m taskbox connect``)."""
 
 import sys
 
-from taskbox.cli import main
+from taskbox.launch import main
 
 sys.exit(main())

@@ -27,6 +27,7 @@ from taskbox import __version__
 from taskbox.config import SECRET_VARS, Config
 from taskbox.errors import ConfigError
 from taskbox.items import ItemsRejected, check_input
+from taskbox.launch import COMMANDS, Zygote
 from taskbox.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def _scrub_secrets() -> None:
         os.environ.pop(f"{name}_FILE", None)
 
 
-def _connect(args: argparse.Namespace) -> int:
+def _connect(args: argparse.Namespace, zygote: Zygote | None = None) -> int:
     env = _environ(args)
     config = _load_config(env, args)
     if config is None:
@@ -177,9 +178,16 @@ def _connect(args: argparse.Namespace) -> int:
         log.error("invalid configuration: N8N_RUNNERS_GRANT_TOKEN is required "
                   "(or N8N_RUNNERS_AUTH_TOKEN to mint one)")
         return 2
+    from taskbox.executor import Executor
+
+    # The zygote imports and forks its first worker while this process imports the
+    # runner and connects: the first task no longer waits for both in turn.
+    executor = Executor(config.limits, config.max_concurrency,
+                        logging.getLogger("taskbox.executor"))
+    executor.spawn(zygote)
     from taskbox.runner.lifecycle import Runner
 
-    return asyncio.run(Runner(config).run())
+    return asyncio.run(Runner(config, executor).run())
 
 
 def _check(config: Config) -> int:
@@ -423,11 +431,15 @@ def _broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``taskbox`` command."""
+def main(argv: Sequence[str] | None = None, *, zygote: Zygote | None = None) -> int:
+    """The ``taskbox`` command (``taskbox.launch.main`` calls it).
+
+    Args:
+        argv: the arguments, default ``sys.argv[1:]``.
+        zygote: for ``connect``, the zygote ``taskbox.launch`` already started.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("connect", "run", "serve", "broker", "-h", "--help",
-                                   "--version"):
+    if not argv or argv[0] not in COMMANDS:
         argv.insert(0, "connect")
     args = _parser().parse_args(argv)
     if args.command == "run":
@@ -436,4 +448,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "broker":
         return _broker(args)
-    return _connect(args)
+    return _connect(args, zygote)

@@ -2,7 +2,7 @@
 
 :class:`ZygoteHandle` execs ``python -I -B -m taskbox_sandbox.zygote <fd>`` with
 the environment ``{"LANG": "C.UTF-8"}`` -- never the runner's, which holds the
-grant token -- and talks to it over an AF_UNIX SOCK_SEQPACKET pair (one frame per
+grant token -- (``taskbox.launch``, which ``taskbox connect`` calls first thing) and talks to it over an AF_UNIX SOCK_SEQPACKET pair (one frame per
 message, so each worker fd arrives attached to exactly its own ``worker`` frame).
 This class sizes the pool, queues the ready workers, hands them to
 :meth:`ZygoteHandle.take`, and resolves each worker's exit future from the
@@ -31,7 +31,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from taskbox.errors import SandboxCrashed, SandboxUnavailable
 from taskbox.executor.limits import Limits
+from taskbox.launch import Zygote, start_zygote
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
     from sandbox import framing
@@ -54,7 +54,6 @@ READY_TIMEOUT: Final = 10.0
 IDLE_WORKERS: Final = 1
 #: Seconds with no task running before the pool shrinks to ``IDLE_WORKERS``.
 IDLE_SHRINK_S: Final = 1.0
-ZYGOTE_ENV: Final = {"LANG": "C.UTF-8"}
 _CONTROL_MAX: Final = 1 << 20
 _STDERR_LINES: Final = 50
 
@@ -156,6 +155,7 @@ class ZygoteHandle:
         self._waiters: deque[asyncio.Future[WorkerHandle]] = deque()
         self._exits: dict[int, asyncio.Future[WorkerExit]] = {}
         self._ready_frame: asyncio.Future[dict[str, Any]] | None = None
+        self._init_error: OSError | None = None
         self._closing = False
         self._close_task: asyncio.Task[None] | None = None
 
@@ -166,8 +166,34 @@ class ZygoteHandle:
 
     # ------------------------------------------------------------------ start
 
+    def spawn(self, started: Zygote | None = None) -> None:
+        """Exec the zygote (or adopt ``started``) and queue its init frame; no event loop.
+
+        Called at process start (``Executor.spawn``), the zygote imports and forks its
+        first worker while the runner is still importing and connecting.
+
+        Raises:
+            SandboxUnavailable: the process could not be started.
+        """
+        if self._proc is not None:
+            return
+        try:
+            self._proc, ours = started or start_zygote()
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot start the sandbox zygote: {exc}") from exc
+        self.pid = self._proc.pid
+        ours.setblocking(False)
+        self._control = ours
+        init = {"t": framing.FRAME_INIT, "limits": self.limits.to_wire(),
+                "max_concurrency": self.max_concurrency, "pool": self.size}
+        # A SEQPACKET frame is queued whole; the zygote reads it once it is up.
+        try:
+            ours.send(framing.encode(init))
+        except OSError as exc:
+            self._init_error = exc
+
     async def start(self) -> dict[str, bool]:
-        """Exec the zygote and wait for its READY frame.
+        """Exec the zygote (unless :meth:`spawn` did) and wait for its READY frame.
 
         Returns:
             The layer probe the zygote reported.
@@ -176,23 +202,9 @@ class ZygoteHandle:
             SandboxUnavailable: the zygote did not start or answer in time.
         """
         loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-m", "taskbox_sandbox.zygote",
-                 str(theirs.fileno())],
-                env=dict(ZYGOTE_ENV), pass_fds=(theirs.fileno(),), close_fds=True,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                cwd="/", process_group=0,
-            )
-        except OSError as exc:
-            ours.close()
-            raise SandboxUnavailable(f"cannot start the sandbox zygote: {exc}") from exc
-        finally:
-            theirs.close()
-        self.pid = self._proc.pid
-        ours.setblocking(False)
-        self._control = ours
+        self.spawn()
+        assert self._control is not None and self._proc is not None and self.pid is not None
+        ours = self._control
         self._ready_frame = loop.create_future()
         loop.add_reader(ours.fileno(), self._on_control)
         if self._proc.stderr is not None:
@@ -202,10 +214,9 @@ class ZygoteHandle:
         with contextlib.suppress(OSError, AttributeError):
             self._pidfd = os.pidfd_open(self.pid)
             loop.add_reader(self._pidfd, self._on_died, "exited")
-        init = {"t": framing.FRAME_INIT, "limits": self.limits.to_wire(),
-                "max_concurrency": self.max_concurrency, "pool": self.size}
         try:
-            ours.send(framing.encode(init))
+            if self._init_error is not None:
+                raise self._init_error
             async with asyncio.timeout(READY_TIMEOUT):
                 ready = await self._ready_frame
         except (OSError, TimeoutError, ZygoteGone) as exc:

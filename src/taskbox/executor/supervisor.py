@@ -6,6 +6,7 @@ deadline, kill and reap, frame caps, print cap, RSS watch -- is read in one plac
 The runner codes against :class:`Executor`::
 
     executor = Executor(limits, max_concurrency, logger)
+    executor.spawn()                         # optional, before the loop: the zygote loads
     layers = await executor.start()          # zygote up, READY, layers checked
     outcome = await executor.run(spec, on_print, on_rpc, deadline=deadline)
     await executor.aclose()
@@ -55,6 +56,7 @@ from taskbox.executor import probe
 from taskbox.executor.limits import Limits
 from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHandle
 from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec, failure
+from taskbox.launch import Zygote
 from taskbox.protocol.messages import format_seconds
 from taskbox.protocol.serde import is_json_value
 
@@ -142,10 +144,7 @@ class Executor:
             SandboxUnavailable: the zygote did not start, or a layer named in
                 ``limits.require_layers`` is missing.
         """
-        if not probe.set_dumpable(False):
-            self.logger.warning("could not mark the runner non-dumpable (prctl failed)")
-        zygote = ZygoteHandle(self.limits, self.max_concurrency, self.logger)
-        self._starting = zygote  # so aclose() can reap it if start() is cancelled
+        zygote = self._starting or self._spawn()
         try:
             layers = await zygote.start()
         finally:
@@ -179,6 +178,26 @@ class Executor:
         self._supervisor = asyncio.get_running_loop().create_task(
             self._supervise(), name="taskbox-zygote-supervisor")
         return dict(layers)
+
+    def spawn(self, started: Zygote | None = None) -> None:
+        """Start the zygote process now (or adopt ``started``); ``start()`` finishes.
+
+        Before the event loop runs: the zygote's imports and first fork then overlap
+        the runner's own imports and connecting instead of following them. A zygote
+        that cannot be started is reported by ``start()``, which tries again.
+        """
+        if self._starting is None and self._zygote is None:
+            with contextlib.suppress(SandboxUnavailable):
+                self._spawn(started)
+
+    def _spawn(self, started: Zygote | None = None) -> ZygoteHandle:
+        # Before the zygote gets its limits, so before any worker can exist.
+        if not probe.set_dumpable(False):
+            self.logger.warning("could not mark the runner non-dumpable (prctl failed)")
+        zygote = ZygoteHandle(self.limits, self.max_concurrency, self.logger)
+        zygote.spawn(started)
+        self._starting = zygote  # so aclose() reaps it even if start() never runs
+        return zygote
 
     def _check_degraded(self, layers: dict[str, bool]) -> None:
         """Warn about (or refuse) a sandbox that lacks a layer it needs here.

@@ -56,7 +56,8 @@ class Runner:
 
     Args:
         config: the whole configuration.
-        executor: an executor to use instead of starting the sandbox (tests).
+        executor: the executor to use: `taskbox connect` passes one whose zygote it
+            spawned at process start; tests pass fakes. Default: one made here.
         handle_signals: install SIGTERM/SIGINT handlers while running.
     """
 
@@ -152,7 +153,9 @@ class Runner:
                         return EXIT_ERROR
                     token = await mint_grant_token(self.config.broker_host_port,
                                                    self.config.auth_token)
-                ws = await self._connect(token)
+                ws = await self._connect_unless_stopped(token)
+                if ws is None:
+                    return self.exit_code
                 token = None  # grant tokens are single-use
                 await self._session(ws)
             except AuthenticationFailed as exc:
@@ -191,6 +194,25 @@ class Runner:
         log.info("cannot reach the broker (%s); retrying in %.1f s", exc, delay)
         return not await self.shutdown.wait(delay)
 
+    async def _connect_unless_stopped(self, token: str) -> Any:
+        """Connect, or ``None`` once a stop is requested first.
+
+        A broker that accepts the TCP connection and never answers would otherwise
+        hold a SIGTERM for the whole opening handshake timeout; nothing runs yet.
+        """
+        connecting = asyncio.ensure_future(self._connect(token))
+        stopping = asyncio.ensure_future(self.shutdown.requested())
+        try:
+            await asyncio.wait((connecting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if connecting.done():
+            return connecting.result()
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
+        return None
+
     async def _connect(self, token: str) -> Any:
         url = f"{self.config.ws_url}?id={self.runner_id}"
         try:
@@ -222,17 +244,19 @@ class Runner:
     # -- sandbox, idle, signals ------------------------------------------------------
 
     async def _start_sandbox(self) -> None:
-        """Start the sandbox once the first offers are out.
+        """Finish the sandbox's start-up; a task accepted meanwhile waits for READY.
 
-        Importing the executor and spawning the zygote block the loop for ~20 ms; done
-        after registration (or SANDBOX_START_DELAY at the latest) they no longer delay
-        the first offer. A task accepted meanwhile waits for the zygote's READY.
+        ``taskbox connect`` hands over an executor whose zygote it spawned at process
+        start (``Executor.spawn``), so here only the READY handshake is left. Without
+        one, importing the executor and spawning the zygote block the loop for ~20 ms:
+        done after registration (or SANDBOX_START_DELAY at the latest) they do not
+        delay the first offer.
         """
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SANDBOX_START_DELAY):
-                await self._registered.wait()
         executor = self._sandbox.executor
         if executor is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SANDBOX_START_DELAY):
+                    await self._registered.wait()
             from taskbox.executor import Executor
 
             executor = self._sandbox.executor = Executor(

@@ -94,6 +94,10 @@ class Shutdown:
             if self._executions is not None:
                 self._executions.cancel_all(SHUTDOWN_REASON)
 
+    async def requested(self) -> None:
+        """Return once a stop has been requested."""
+        await self._requested.wait()
+
     async def wait(self, timeout: float) -> bool:
         """Sleep up to ``timeout`` seconds, less if a stop is requested; True if it was."""
         with contextlib.suppress(TimeoutError):
