@@ -14,8 +14,9 @@ Split of work (measured costs: /work/shared/docs/sandbox-security.md, §1):
 * ``probe()`` runs once in the zygote and tries each layer in a throw-away
   child, so a layer is reported only if it really installs here.
 * ``Confinement.__init__`` runs once in the zygote: it validates the limits,
-  resolves libc symbols, assembles the seccomp program and computes the
-  Landlock path list.
+  resolves libc symbols, assembles the seccomp program and builds the Landlock
+  ruleset with every rule (its fd is inherited by each fork; a worker enforces
+  it and closes it before any user code runs, so no task can add a rule to it).
 * ``Confinement.apply()`` runs in each freshly forked worker and only issues
   syscalls, patching the worker's pid into the pre-built filter.
 
@@ -696,8 +697,8 @@ class Confinement:
     """Built once in the zygote, applied in each worker.
 
     The constructor does everything that is the same for every worker: it
-    validates the limits, assembles the seccomp BPF program and computes the
-    Landlock path list from ``sys.prefix``, ``sys.path`` and a few system
+    validates the limits, assembles the seccomp BPF program and builds the
+    Landlock ruleset from ``sys.prefix``, ``sys.path`` and a few system
     library trees. Build it after the zygote's ``sys.path`` is final and
     before forking.
     """
@@ -754,10 +755,10 @@ class Confinement:
         )
 
         arch = _arch()
-        self._ruleset_attr = _RulesetAttr(0, 0, 0)
-        self._ruleset_size = 0
         self._landlock_rules: list[tuple[str, int]] = []
-        self._beneath = _PathBeneathAttr(0, -1)
+        #: The Landlock ruleset, built here once with every rule: each worker only
+        #: enforces it (an fd inherited through fork, closed before user code runs).
+        self._ruleset = -1
         if self._probed["landlock"]:
             abi = _landlock_abi()
             if abi < 1:
@@ -765,9 +766,10 @@ class Confinement:
             fs = _FS_ALL_BY_ABI.get(abi, _FS_ALL_LATEST)
             net = _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0
             scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0
-            self._ruleset_attr = _RulesetAttr(fs, net, scoped)
-            self._ruleset_size = 24 if abi >= 6 else 16 if abi >= 4 else 8
             self._landlock_rules = [(path, rights & fs) for path, rights in _read_paths()]
+            self._ruleset = _landlock_ruleset(_RulesetAttr(fs, net, scoped),
+                                              24 if abi >= 6 else 16 if abi >= 4 else 8,
+                                              self._landlock_rules)
 
         self._filter: ctypes.Array[_SockFilter] | None = None
         self._pid_slots: list[int] = []
@@ -789,7 +791,7 @@ class Confinement:
         Order matters: fds are closed first so nothing inherited escapes
         Landlock (it only checks at open time); the uid drop comes before
         prctl because a credential change resets PDEATHSIG and DUMPABLE;
-        Landlock's ruleset is built while still privileged but enforced after
+        Landlock's ruleset (built in the zygote) is enforced after
         NO_NEW_PRIVS; seccomp comes last because it denies nothing the
         earlier steps need.
 
@@ -815,19 +817,18 @@ class Confinement:
         parent = os.getppid() if os.getpid() == self._builder else self._builder
         applied: list[str] = []
         layer = "fds"
-        ruleset = -1
+        # The zygote's ruleset fd: kept open through _close_fds, then enforced and
+        # closed (or closed on any failure) before this returns.
+        ruleset = self._ruleset
         try:
+            if ruleset >= 0:
+                keep = sorted({*keep, ruleset})
             _close_fds(keep, self._fd_ceiling)
             applied.append(layer)
 
             layer = "pgrp"
             os.setpgid(0, 0)
             applied.append(layer)
-
-            layer = "landlock"
-            if self._probed["landlock"]:
-                ruleset = _landlock_create(self._ruleset_attr, self._ruleset_size)
-                self._landlock_add_rules(ruleset)
 
             layer = "rlimits"
             if self._probed["rlimits"]:
@@ -873,31 +874,6 @@ class Confinement:
                 os.close(ruleset)
         return applied
 
-    def _landlock_add_rules(self, ruleset: int) -> None:
-        """Allow reading beneath each precomputed path (opened while still privileged)."""
-        for path, rights in self._landlock_rules:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue  # vanished since __init__: nothing to allow
-            try:
-                self._beneath.allowed_access = rights
-                self._beneath.parent_fd = fd
-                _checked(
-                    int(
-                        _syscall(
-                            ctypes.c_long(_NR_LANDLOCK_ADD_RULE),
-                            ctypes.c_int(ruleset),
-                            ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
-                            ctypes.byref(self._beneath),
-                            ctypes.c_uint32(0),
-                        )
-                    ),
-                    f"add_rule {path}",
-                )
-            finally:
-                os.close(fd)
-
 
 def _landlock_create(attr: _RulesetAttr, size: int) -> int:
     """A new ruleset fd (O_CLOEXEC) handling what ``attr`` lists."""
@@ -912,6 +888,43 @@ def _landlock_create(attr: _RulesetAttr, size: int) -> int:
         ),
         "create_ruleset",
     )
+
+
+def _landlock_ruleset(attr: _RulesetAttr, size: int, rules: Sequence[tuple[str, int]]) -> int:
+    """A ruleset allowing reads beneath each of ``rules`` (once, in the zygote).
+
+    A rule holds the inode its path named when it was added, so the O_PATH fds
+    are closed at once; a path that does not exist is skipped.
+    """
+    ruleset = _landlock_create(attr, size)
+    beneath = _PathBeneathAttr(0, -1)
+    try:
+        for path, rights in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                beneath.allowed_access = rights
+                beneath.parent_fd = fd
+                _checked(
+                    int(
+                        _syscall(
+                            ctypes.c_long(_NR_LANDLOCK_ADD_RULE),
+                            ctypes.c_int(ruleset),
+                            ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                            ctypes.byref(beneath),
+                            ctypes.c_uint32(0),
+                        )
+                    ),
+                    f"add_rule {path}",
+                )
+            finally:
+                os.close(fd)
+    except BaseException:
+        os.close(ruleset)
+        raise
+    return ruleset
 
 
 def _landlock_enforce(ruleset: int) -> None:

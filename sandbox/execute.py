@@ -97,10 +97,16 @@ class TaskFailed(Exception):
 
 
 class _Channel:
-    """The worker's end of its socket: blocking frame I/O, thread-safe sends."""
+    """The worker's end of its socket: blocking frame I/O, thread-safe sends.
 
-    def __init__(self, sock: socket.socket, max_frame: int) -> None:
-        self.sock = sock
+    Built in the zygote without a socket (:class:`Prepared`); each worker plugs in its own.
+    """
+
+    sock: socket.socket  # each worker's own, set by serve()
+
+    def __init__(self, sock: socket.socket | None, max_frame: int) -> None:
+        if sock is not None:
+            self.sock = sock
         self.decoder = framing.FrameDecoder(max_frame)
         self.send_lock = _thread.allocate_lock()
         self._rpc_lock = _thread.allocate_lock()
@@ -610,10 +616,12 @@ class Prepared:
     """Everything that does not depend on the task, built before it arrives.
 
     The zygote builds it once before forking (the policy, the builtins table,
-    the importlib guards), so every worker shares those pages instead of
-    building and so writing its own. A worker attaches its printer and, while
-    it waits, makes a warm-up run through the compiler, the eval loop and the
-    JSON codec: the copy-on-write page faults a fresh fork pays on first touch
+    the importlib guards, the channel and printer objects, an empty
+    ``os.environ``), so every worker shares those pages instead of building and
+    so writing its own: a fork pays a copy-on-write fault for each page it
+    writes, ~2 us each. A worker plugs its socket into the channel and, if its
+    task does not come soon, makes a warm-up run through the compiler, the
+    eval loop and the JSON codec: the faults a fresh fork pays on first touch
     then happen off the task's critical path.
     """
 
@@ -625,6 +633,11 @@ class Prepared:
                                             policy.make_import())
         self.printer: Callable[..., None] = _no_print
         restrict.guard_importlib(policy)
+        self.max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
+        self.channel = _Channel(None, self.max_payload + 65_536)
+        self.attach(_Printer(self.channel, int(limits.get("print_cap_bytes", 1 << 20))).make())
+        # The zygote's LANG; a task sees nothing, or its own "env" (serve()).
+        os.environ.clear()
 
     def attach(self, printer: Callable[..., None]) -> None:
         """Route the task's ``print`` to this worker's channel."""
@@ -645,7 +658,10 @@ class Prepared:
             query: the task's ``_query``.
             item_index: per-item mode: the index of ``_item`` (``_helpers.item_index``).
         """
-        return {"__builtins__": dict(self.table), "__name__": "__main__",
+        # One run per worker in all-items mode: it may use the table itself (copying
+        # it dirties ~80 pages shared with the zygote). Items each get their own copy.
+        table = self.table if item_index is None else dict(self.table)
+        return {"__builtins__": table, "__name__": "__main__",
                 "print": self.printer, "_query": query,
                 "_helpers": helpers.Helpers(_helper_call, item_index),
                 _EXCEPT_HOOK: _except_hook, restrict.FORMAT_GUARD: restrict.safe_format}
@@ -748,22 +764,22 @@ def _payload_error(size: int, limit: int) -> dict[str, Any]:
     return {"message": message, "description": message}
 
 
-def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None = None) -> None:
+def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None = None,
+          warm_up: bool = True) -> None:
     """Prepare, read one task from ``sock``, run it and send its outcome.
 
     ``prepared`` is the zygote's (shared by every fork); without one it is built here.
+    ``warm_up=False`` (the runner is busy) skips the warm-up run.
     """
     global _channel
-    max_payload = int(limits.get("max_payload", framing.DEFAULT_MAX_FRAME))
-    channel = _Channel(sock, max_payload + 65_536)
-    _channel = channel
-    os.environ.clear()  # the zygote's LANG; a task sees nothing or its own "env" below
     if prepared is None:
         prepared = Prepared(limits)
-    prepared.attach(_Printer(channel, int(limits.get("print_cap_bytes", 1 << 20))).make())
+    max_payload = prepared.max_payload
+    channel = _channel = prepared.channel
+    channel.sock = sock
     # Warm up only while idle: if the task is already waiting (tasks arriving
     # back to back), the warm-up would only delay it.
-    if not select.select([sock], [], [], 0)[0]:
+    if warm_up and not select.select([sock], [], [], 0)[0]:
         prepared.warm_up()
     header_frame = channel.recv()
     if header_frame is None:  # the runner closed the channel without a task
@@ -800,16 +816,18 @@ def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None
 
 
 def worker_main(sock: socket.socket, limits: dict[str, Any],
-                prepared: Prepared | None = None) -> NoReturn:
+                prepared: Prepared | None = None, warm_up: bool = True) -> NoReturn:
     """Entry point of a forked worker (after confinement); never returns.
 
     Args:
         sock: the worker's end of its channel to the runner.
         limits: ``Limits.to_wire()`` as the zygote received it.
+        prepared: the zygote's :class:`Prepared`.
+        warm_up: whether to make the warm-up run while waiting for the task.
     """
     status = 0
     try:
-        serve(sock, limits, prepared)
+        serve(sock, limits, prepared, warm_up)
     except MemoryError:
         _memory_exit()
     except BaseException as exc:
