@@ -39,6 +39,7 @@ from __future__ import annotations
 import _thread
 import ast
 import enum
+import gc
 import json
 import os
 import select
@@ -73,9 +74,14 @@ _WRAPPER_NAME: Final = "<module>"
 _MAX_TEXT: Final = 65_536  # cap for an error message or stack, in characters
 #: orjson writes dates ISO 8601 and dataclasses as objects; n8n's runner (json.dumps
 #: with default=str) writes their str(): pass them through to ``_default``.
-_JSON_OPTIONS: Final = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-                        | orjson.OPT_PASSTHROUGH_DATACLASS)
+_STR_KEY_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+#: ... and keys that are not strings become strings. orjson takes twice as long with
+#: this option, so a result is first encoded without it (identical output when every
+#: key is a str; a non-str key fails the first try).
+_JSON_OPTIONS: Final = _STR_KEY_OPTIONS | orjson.OPT_NON_STR_KEYS
 _MEMORY_FRAME: Final = framing.encode({"t": framing.FRAME_ERROR, "kind": "memory"})
+#: Results shorter than this go in one send (one syscall); longer ones in three.
+_JOIN_LIMIT: Final = 1 << 16
 
 
 class TaskFailed(Exception):
@@ -109,6 +115,22 @@ class _Channel:
     def send(self, frame: bytes) -> None:
         with self.send_lock:
             self.sock.sendall(frame)
+
+    def send_result(self, body: bytes) -> None:
+        """Send the result frame (framing.RESULT_PREFIX, ``body``, ``}``).
+
+        A large body goes as it is, after its header: joining it into one frame
+        would copy it twice more (each copy faulting in fresh pages of a new process).
+        """
+        size = len(framing.RESULT_PREFIX) + len(body) + 1
+        head = size.to_bytes(framing.HEADER_SIZE, "big") + framing.RESULT_PREFIX
+        if len(body) < _JOIN_LIMIT:
+            self.send(head + body + b"}")
+            return
+        with self.send_lock:
+            self.sock.sendall(head)
+            self.sock.sendall(body)
+            self.sock.sendall(b"}")
 
     def recv(self) -> bytes | None:
         return framing.read_frame(self.sock.recv, self.decoder)
@@ -484,10 +506,11 @@ def encode_result(value: Any, exact: bool = False) -> bytes:
     ``Enum`` members, which orjson would write as their value).
     """
     if not exact:
-        try:
-            return orjson.dumps(value, default=_default, option=_JSON_OPTIONS)
-        except orjson.JSONEncodeError:
-            pass
+        for option in (_STR_KEY_OPTIONS, _JSON_OPTIONS):
+            try:
+                return orjson.dumps(value, default=_default, option=option)
+            except orjson.JSONEncodeError:
+                pass
     return orjson.dumps(_sanitize(value, 0, set()), default=_default, option=_JSON_OPTIONS)
 
 
@@ -566,8 +589,27 @@ class _Task:
         self.per_item = header.get("mode") == "runOnceForEachItem"
         self.continue_on_fail = bool(header.get("continueOnFail"))
         self.query = header.get("query")
-        items = orjson.loads(items_json) if items_json else []
+        items = decode_items(items_json) if items_json else []
         self.items: list[Any] = items if isinstance(items, list) else []
+
+
+def decode_items(items_json: bytes) -> Any:
+    """Parse the input items with the cyclic GC out of the way.
+
+    10,000 items are ~50,000 containers: parsed with the collector on, they trigger
+    dozens of collections, and after them every later one (while the code runs, while
+    the result is encoded) walks them again. JSON has no cycles, so they are frozen
+    (``gc.freeze``) instead: refcounting still frees them, the collector skips them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        items = orjson.loads(items_json)
+        gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
+    return items
 
 
 class Prepared:
@@ -770,7 +812,7 @@ def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None
         channel.send(framing.encode({"t": framing.FRAME_ERROR, "kind": "payload",
                                      "error": _payload_error(len(body), max_payload)}))
         return
-    channel.send(framing.encode_raw(framing.RESULT_PREFIX + body + b"}"))
+    channel.send_result(body)
 
 
 def worker_main(sock: socket.socket, limits: dict[str, Any],

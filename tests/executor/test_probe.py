@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+import orjson
+
 from taskbox.executor.probe import unreadable_for
 
 
@@ -40,3 +42,10 @@ def test_result_frames_are_spliced_only_when_they_hold_one_json_value() -> None:
     assert result_outcome(b'{"t":"result","result":1,"t":"result"}') is None
     assert result_outcome(b'{"t":"result","result":NaN}') is None
     assert result_outcome(b'{"t":"error","error":{}}') is None
+    # The same for a result large enough to be validated without being decoded.
+    big = b"[" + b",".join(b'{"json":{"n":%d,"s":"x"}}' % i for i in range(5_000)) + b"]"
+    spliced = result_outcome(b'{"t":"result","result":' + big + b"}")
+    assert spliced is not None and spliced.result_json == big
+    assert spliced.result == orjson.loads(big)
+    assert result_outcome(b'{"t":"result","result":' + big + b',"staticData":{"x":1}}') is None
+    assert result_outcome(b'{"t":"result","result":' + big[:-1] + b'],"t":"x"}') is None

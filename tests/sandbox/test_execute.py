@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import decimal
 import enum
+import gc
 import json
 import types
 import uuid
@@ -94,6 +95,31 @@ def test_results_are_strict_json():
     assert orjson.loads(execute.encode_result(value)) == {
         "nan": None, "inf": None, "d": "2024-01-02", "s": "{1}", "big": float(2**70),
         "1": "int key", "bad": "?"}
+
+
+def test_non_str_keys_are_written_as_json_dumps_writes_them():
+    """The fast first encoding (no OPT_NON_STR_KEYS) fails on them; the retry keeps n8n's keys."""
+    value = [{"a": {1: "int", None: "none", 2.5: "float", False: "bool"}}, {"plain": [1]}]
+    assert orjson.loads(execute.encode_result(value)) == json.loads(
+        json.dumps(value, default=str))
+
+
+def test_items_are_decoded_and_frozen_out_of_the_collectors_way():
+    items = [{"json": {"n": i, "tags": [str(i)]}} for i in range(50)]
+    frozen = gc.get_freeze_count()
+    try:
+        task = execute._Task({"code": "return _items"}, orjson.dumps(items))
+        assert task.items == items
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + 100  # 50 items: 100+ containers
+    finally:
+        gc.unfreeze()
+
+
+def test_invalid_items_are_the_tasks_error_not_a_crash():
+    with pytest.raises(orjson.JSONDecodeError):
+        execute._Task({"code": "return _items"}, b'[{"json": ')
+    assert gc.isenabled()
 
 
 class _Colour(enum.Enum):

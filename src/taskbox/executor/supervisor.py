@@ -58,6 +58,7 @@ from taskbox.executor.pool import WorkerExit, WorkerHandle, ZygoteGone, ZygoteHa
 from taskbox.executor.task import HelperCall, PrintSink, TaskOutcome, TaskSpec, failure
 from taskbox.launch import Zygote
 from taskbox.protocol.messages import format_seconds
+from taskbox.protocol.serde import is_json_value
 
 if TYPE_CHECKING:  # mypy sees the sandbox/ tree as the package ``sandbox``
     from sandbox import framing
@@ -606,18 +607,15 @@ _RESULT_PREFIX = framing.RESULT_PREFIX  # how sandbox/execute.py writes results
 def result_outcome(frame: bytes) -> TaskOutcome | None:
     """A result frame in the worker's own shape, with its JSON kept for splicing.
 
-    The value is parsed ON ITS OWN: only one complete JSON value passes, so a hostile
-    worker's bytes cannot close the object early and add keys (``staticData``,
-    ``taskId``) once spliced into runner:taskdone. Anything else returns None and
-    goes through the general frame parser.
+    The value is validated ON ITS OWN (``is_json_value``): only one complete JSON
+    value passes, so a hostile worker's bytes cannot close the object early and add
+    keys (``staticData``, ``taskId``) once spliced into runner:taskdone. Anything else
+    returns None and goes through the general frame parser.
     """
     if not (frame.startswith(_RESULT_PREFIX) and frame.endswith(b"}")):
         return None
     body = frame[len(_RESULT_PREFIX):-1]
-    try:
-        return TaskOutcome(result=orjson.loads(body), result_json=body)
-    except orjson.JSONDecodeError:
-        return None
+    return TaskOutcome(result_json=body) if is_json_value(body) else None
 
 
 def _signal_name(signum: int) -> str:

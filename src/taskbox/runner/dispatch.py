@@ -11,7 +11,7 @@ from typing import Any
 from taskbox.errors import SecurityViolation, SettingsError
 from taskbox.executor.task import NodeMode, TaskOutcome, TaskSpec, failure
 from taskbox.policy import SecurityPolicy, validate
-from taskbox.protocol.serde import dumps_json
+from taskbox.protocol.serde import RawJSON, dumps_json
 
 __all__ = ["build_spec", "precheck"]
 
@@ -37,15 +37,21 @@ def build_spec(task_id: str, settings: dict[str, Any]) -> TaskSpec:
     if mode not in _MODES:
         raise SettingsError(f"Unsupported nodeMode {mode!r}: expected runOnceForAllItems "
                             "or runOnceForEachItem")
-    if not isinstance(items, list):
+    if isinstance(items, RawJSON):  # a large task's items, as the broker sent them
+        if not items.data.startswith(b"["):
+            raise SettingsError("Task settings 'items' must be a list")
+        items_json, count = items.data, None
+    elif isinstance(items, list):
+        items_json, count = dumps_json(items), len(items)
+    else:
         raise SettingsError("Task settings 'items' must be a list")
     return TaskSpec(
         task_id=task_id,
         code=code,
         node_mode=mode,
         continue_on_fail=settings.get("continueOnFail") is True,
-        items_json=dumps_json(items),
-        item_count=len(items),
+        items_json=items_json,
+        item_count=count,
         query=settings.get("query"),
         workflow_id=_name(settings, "workflowId"),
         workflow_name=_name(settings, "workflowName"),
