@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import datetime
 import encodings.idna  # noqa: F401 - getaddrinfo imports it lazily: preload it
+import errno
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import select
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -261,6 +263,56 @@ def test_filter_assembles_for_every_supported_arch(machine: str) -> None:
     assert len(insns) < 4096  # BPF_MAXINSNS
     assert pid_slots
     assert all(insns[slot][0] == confine._JEQ_K for slot in pid_slots)
+
+
+def _run_filter(insns: list[tuple[int, int, int, int]], nr: int, arch: int,
+                args: tuple[int, ...] = (0,) * 6) -> tuple[int, int]:
+    """Run a classic BPF seccomp program on one syscall: (return value, instructions)."""
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args)
+    acc = pc = steps = 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        steps += 1
+        pc += 1
+        if code == confine._LD_W_ABS:
+            acc = struct.unpack_from("<I", data, k)[0]
+        elif code == confine._AND_K:
+            acc &= k
+        elif code == confine._JA:
+            pc += k
+        elif code == confine._RET_K:
+            return k, steps
+        else:
+            taken = {confine._JEQ_K: acc == k, confine._JGE_K: acc >= k,
+                     confine._JSET_K: bool(acc & k)}[code]
+            pc += jt if taken else jf
+
+
+@pytest.mark.parametrize("machine", sorted(confine._ARCHES))
+def test_filter_decides_every_syscall_number_in_a_few_instructions(machine: str) -> None:
+    audit_arch, nrs, has_x32 = confine._ARCHES[machine]
+    insns, _slots = confine._assemble(confine._program(audit_arch, nrs, has_x32))
+    allowed = {nrs[name] for name in confine._ALLOW if name in nrs}
+    by_args = {nrs[name] for name in confine._BY_ARGS if name in nrs}
+    eperm = confine._RET_ERRNO | errno.EPERM
+    longest = 0
+    for nr in range(1024):
+        verdict, steps = _run_filter(insns, nr, audit_arch)
+        if nr in allowed:
+            assert verdict == confine._RET_ALLOW, nr
+        elif nr not in by_args:
+            assert verdict == eperm, nr
+        longest = max(longest, steps)
+        assert _run_filter(insns, nr, 0x40000003)[0] == confine._RET_KILL_PROCESS  # i386
+    # The kernel runs the program for every number when a worker installs it.
+    assert longest <= 40
+    if has_x32:
+        assert _run_filter(insns, confine._X32_SYSCALL_BIT | 1, audit_arch)[0] \
+            == confine._RET_KILL_PROCESS
+    clone = nrs["clone"]
+    assert _run_filter(insns, clone, audit_arch, (confine._CLONE_THREAD, 0, 0, 0, 0, 0))[0] \
+        == confine._RET_ALLOW
+    assert _run_filter(insns, clone, audit_arch)[0] == eperm  # a fork
 
 
 def _header_numbers(path: str) -> dict[str, int]:
