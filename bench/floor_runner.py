@@ -36,6 +36,9 @@ class InProcessExecutor:
         self.layers: dict[str, bool] = {}
         self.ready_workers = 0
 
+    def spawn(self, started: object = None) -> None:
+        """No zygote to start early (cli._connect calls this before the loop runs)."""
+
     async def start(self) -> dict[str, bool]:
         # After registration, as the real executor's imports: not on the cold path.
         global execute

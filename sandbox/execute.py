@@ -135,6 +135,10 @@ class _Channel:
     def recv(self) -> bytes | None:
         return framing.read_frame(self.sock.recv, self.decoder)
 
+    def recv_items(self) -> bytes | bytearray | None:
+        """The items frame: a large one is received straight into its own buffer."""
+        return framing.read_frame_into(self.sock.recv, self.sock.recv_into, self.decoder)
+
     def call(self, name: str, params: list[Any]) -> tuple[bool, Any]:
         """Call a runner-side helper and block for its reply.
 
@@ -584,7 +588,7 @@ def wrap_item(value: Any, index: int) -> dict[str, Any]:
 class _Task:
     """One task's settings, decoded from the header frame and the items frame."""
 
-    def __init__(self, header: dict[str, Any], items_json: bytes) -> None:
+    def __init__(self, header: dict[str, Any], items_json: bytes | bytearray) -> None:
         self.code = str(header.get("code", ""))
         self.per_item = header.get("mode") == "runOnceForEachItem"
         self.continue_on_fail = bool(header.get("continueOnFail"))
@@ -593,7 +597,7 @@ class _Task:
         self.items: list[Any] = items if isinstance(items, list) else []
 
 
-def decode_items(items_json: bytes) -> Any:
+def decode_items(items_json: bytes | bytearray) -> Any:
     """Parse the input items with the cyclic GC out of the way.
 
     10,000 items are ~50,000 containers: parsed with the collector on, they trigger
@@ -785,7 +789,7 @@ def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None
     if header_frame is None:  # the runner closed the channel without a task
         return
     header = framing.decode(header_frame)
-    items_frame = channel.recv()
+    items_frame = channel.recv_items()
     if not isinstance(header, dict) or header.get("t") != framing.FRAME_TASK or items_frame is None:
         return
     env = header.get("env")

@@ -158,3 +158,47 @@ def test_large_frame_split_across_reads_is_copied_once_and_intact():
         out += decoder.feed(stream[i:i + 65_536])
     assert out[0] == body and framing.decode(out[1]) == {"t": "x"}
     assert decoder.buffered == 0
+
+
+class _Stream:
+    """A byte stream read through recv / recv_into in pieces of at most ``step`` bytes."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.pos = data, step, 0
+
+    def recv(self, n: int) -> bytes:
+        piece = self.data[self.pos:self.pos + min(n, self.step)]
+        self.pos += len(piece)
+        return piece
+
+    def recv_into(self, view: memoryview) -> int:
+        piece = self.recv(len(view))
+        view[:len(piece)] = piece
+        return len(piece)
+
+
+@pytest.mark.parametrize("step", [1_000, 65_536, 212_992, 1 << 22])
+def test_read_frame_into_receives_a_large_body_in_place(step: int) -> None:
+    big = b"[" + b",".join(b'{"n":%d}' % i for i in range(60_000)) + b"]"
+    assert len(big) >= framing.DIRECT_SIZE
+    head = framing.encode({"t": "task"})
+    stream = _Stream(head + framing.encode_raw(big) + framing.encode({"t": "after"}), step)
+    decoder = framing.FrameDecoder()
+    assert framing.read_frame(stream.recv, decoder) == head[framing.HEADER_SIZE:]
+    body = framing.read_frame_into(stream.recv, stream.recv_into, decoder)
+    assert body == big
+    # The stream goes on framing correctly after the body taken over.
+    assert framing.decode(framing.read_frame(stream.recv, decoder) or b"") == {"t": "after"}
+    assert framing.read_frame(stream.recv, decoder) is None
+
+
+def test_read_frame_into_reports_a_stream_cut_inside_a_large_body() -> None:
+    big = b"x" * (framing.DIRECT_SIZE + 10)
+    stream = _Stream(framing.encode_raw(big)[:-5], 65_536)
+    with pytest.raises(framing.FrameError, match="ended inside a frame"):
+        framing.read_frame_into(stream.recv, stream.recv_into, framing.FrameDecoder())
+
+
+def test_small_bodies_come_back_as_bytes_from_read_frame_into() -> None:
+    stream = _Stream(framing.encode_raw(b"[1]"), 2)
+    assert framing.read_frame_into(stream.recv, stream.recv_into, framing.FrameDecoder()) == b"[1]"
