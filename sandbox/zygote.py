@@ -88,10 +88,10 @@ CONFINE_FAILED = framing.EXIT_CONFINE_FAILED
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _CONTROL_MAX = 1 << 20
-#: Tasks running when a worker is forked from which it skips its warm-up run: the
-#: runner is under load, the task will come soon, and the ~0.6 ms of CPU the run
-#: takes is better spent on tasks (execute.Prepared.warm_up).
-_BUSY_NO_WARM_UP = 2
+#: A worker forked while this many tasks run skips its warm-up run: its task will
+#: come soon, and the ~0.6 ms of CPU the run takes would compete with the running
+#: ones (execute.Prepared.warm_up). With nothing running it warms up while it waits.
+_BUSY_NO_WARM_UP = 1
 #: Handlers a worker puts back to the default (the zygote set them), as plain ints.
 _RESET_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGTERM), int(signal.SIGINT))
 
@@ -265,15 +265,16 @@ class Zygote:
                     events = poller.poll(timeout)
                 except InterruptedError:  # pragma: no cover - PEP 475 retries
                     continue
+                # Every SIGCHLD writes to wake_r (set_wakeup_fd), so reaping on that
+                # event alone misses no child; a byte left over (level-triggered poll)
+                # only means one more reap() that finds nothing.
                 for fd, _mask in events:
                     if fd == self.wake_r:
                         with contextlib.suppress(BlockingIOError):
-                            while os.read(self.wake_r, 512):
-                                pass
+                            os.read(self.wake_r, 4096)
                         self.reap()
                     elif not self.drain_control():
                         self.stop()
-                self.reap()
         except OSError as exc:
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF):
                 raise

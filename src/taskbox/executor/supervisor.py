@@ -47,6 +47,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -117,7 +118,8 @@ class Executor:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._running: set[WorkerHandle] = set()
-        self._reaping: set[asyncio.Task[None]] = set()
+        #: Workers whose task ended, waiting to be reported reaped -> their slot's release.
+        self._reaping: dict[WorkerHandle, Callable[[], None]] = {}
 
     @property
     def zygote_pid(self) -> int | None:
@@ -281,8 +283,9 @@ class Executor:
             self._supervisor = None
         if self._zygote is not None:
             await self._zygote.aclose()  # resolves every exit future still open
-        if self._reaping:
-            await asyncio.gather(*self._reaping, return_exceptions=True)
+        # The zygote is gone and every exit future resolved: release what is left.
+        for release in list(self._reaping.values()):
+            release()
         self._zygote_up.clear()
 
     async def __aenter__(self) -> Executor:
@@ -352,24 +355,44 @@ class Executor:
                 # atexit and __del__ die with it) and free the slot once reaped.
                 worker.kill()
                 worker.close()
-                self._reaping.add(loop.create_task(self._release_when_reaped(worker)))
+                self._release_when_reaped(worker)
 
-    async def _release_when_reaped(self, worker: WorkerHandle) -> None:
-        """Give the slot back once the zygote reports the worker reaped."""
-        try:
-            ended = await self._await_exit(worker)
-            if ended is None:
-                worker.kill()
-                ended = await self._await_exit(worker, _REAP_PATIENCE)
-            if ended is None:
-                self.logger.error("sandbox worker %s was not reaped %.0f s after SIGKILL; "
-                                  "releasing its slot anyway", worker.pid,
-                                  _EXIT_GRACE + _REAP_PATIENCE)
-        finally:
+    def _release_when_reaped(self, worker: WorkerHandle) -> None:
+        """Give the slot back once the zygote reports the worker reaped.
+
+        Callbacks on the exit future, not a task: this runs once per task, and a
+        task with its timeout and shield cost the event loop more than the rest of
+        the release. After ``_EXIT_GRACE`` the worker is killed again; after
+        ``_REAP_PATIENCE`` more the slot is released anyway.
+        """
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def release(_exited: object = None) -> None:
+            if worker not in self._reaping:
+                return
+            self._reaping.pop(worker)
+            if timer is not None:
+                timer.cancel()
             self._slots.release()
-            task = asyncio.current_task()
-            if task is not None:
-                self._reaping.discard(task)
+
+        def give_up() -> None:
+            self.logger.error("sandbox worker %s was not reaped %.0f s after SIGKILL; "
+                              "releasing its slot anyway", worker.pid,
+                              _EXIT_GRACE + _REAP_PATIENCE)
+            release()
+
+        def kill_again() -> None:
+            nonlocal timer
+            worker.kill()
+            timer = loop.call_later(_REAP_PATIENCE, give_up)
+
+        if worker.exited.done():
+            self._slots.release()
+            return
+        self._reaping[worker] = release
+        timer = loop.call_later(_EXIT_GRACE, kill_again)
+        worker.exited.add_done_callback(release)
 
     async def _take_worker(self) -> WorkerHandle:
         while True:
