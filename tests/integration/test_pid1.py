@@ -30,15 +30,18 @@ pytestmark = pytest.mark.skipif(
 
 def children(pid: int) -> list[int]:
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(x) for x in (task / "children").read_text().split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(x) for x in (task / "children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):  # it exited while being listed
+        pass
     return found
 
 
 def state(pid: int) -> str:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it exited while being read
         return "gone"
     return stat.rpartition(")")[2].split()[0]
 
