@@ -212,3 +212,21 @@ async def test_without_auth_token_an_unexpected_close_exits_non_zero(spawn: Any)
     code = await asyncio.to_thread(child.wait, 30)
     await broker.aclose()
     assert code == 1
+
+
+async def test_a_proxy_in_the_environment_is_not_used_for_a_loopback_broker(spawn: Any) -> None:
+    broker = EmbeddedBroker(host="127.0.0.1", port=0, auth_token=AUTH, rate_limit=1000.0)
+    await broker.start()
+    try:
+        # Port 9 on loopback is closed: a runner that went through this proxy never connects.
+        proxy = "http://127.0.0.1:9"
+        env = runner_env(broker, N8N_RUNNERS_AUTH_TOKEN=AUTH, HTTP_PROXY=proxy,
+                         HTTPS_PROXY=proxy, ALL_PROXY=proxy, http_proxy=proxy,
+                         https_proxy=proxy)
+        del env["N8N_RUNNERS_GRANT_TOKEN"]  # minted over HTTP, past the same proxy
+        spawn(env)
+        await broker.wait_for_runners(1, timeout=20)
+        out = await broker.submit(settings("return [{'json': {'v': 1}}]"))
+        assert out.result == [{"json": {"v": 1}}]
+    finally:
+        await broker.aclose()

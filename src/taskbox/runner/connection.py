@@ -31,9 +31,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
-from websockets.exceptions import ConnectionClosed as WsClosed
-from websockets.exceptions import ConnectionClosedOK
-
 from taskbox.errors import ConnectionClosed, LocalProtocolError, RemoteProtocolError
 from taskbox.protocol import messages as m
 from taskbox.protocol.buffers import (
@@ -44,6 +41,8 @@ from taskbox.protocol.buffers import (
 )
 from taskbox.protocol.runner import RunnerEvent, RunnerProtocol
 from taskbox.protocol.serde import serialize
+from taskbox.runner.websocket import ConnectionClosed as WsClosed
+from taskbox.runner.websocket import ConnectionClosedOK
 
 __all__ = ["CLOSED_TEXT", "FRAGMENT", "STREAM_THRESHOLD", "Connection", "parse_frame"]
 

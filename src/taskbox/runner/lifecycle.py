@@ -16,9 +16,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import websockets
-from websockets.exceptions import InvalidStatus
-
 from taskbox.config import Config
 from taskbox.errors import AuthenticationFailed, ConnectionClosed, GrantRejected
 from taskbox.logs import RUNNER_ID
@@ -38,6 +35,7 @@ from taskbox.runner.shutdown import (
     Shutdown,
     capture_signals,
 )
+from taskbox.runner.websocket import InvalidStatus, connect, connect_options
 
 __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_OK", "Runner"]
 
@@ -216,10 +214,11 @@ class Runner:
     async def _connect(self, token: str) -> Any:
         url = f"{self.config.ws_url}?id={self.runner_id}"
         try:
-            return await websockets.connect(
+            return await connect(
                 url, additional_headers={"Authorization": f"Bearer {token}"},
                 max_size=self.config.max_payload, open_timeout=OPEN_TIMEOUT,
-                close_timeout=CLOSE_TIMEOUT, ping_interval=None, compression=None)
+                close_timeout=CLOSE_TIMEOUT, ping_interval=None, compression=None,
+                **connect_options(url))
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import orjson
 
 from taskbox.errors import AuthenticationFailed, ConnectionClosed
+from taskbox.runner.websocket import is_loopback
 
 __all__ = ["RateLimited", "backoff", "is_retryable", "mint_grant_token"]
 
@@ -50,8 +51,9 @@ def _post_auth(url: str, auth_token: str, timeout: float) -> str:
     body = orjson.dumps({"token": auth_token})
     request = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
+    direct = urllib.request.ProxyHandler({}) if is_loopback(url) else urllib.request.ProxyHandler()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.build_opener(direct).open(request, timeout=timeout) as response:
             data = orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
