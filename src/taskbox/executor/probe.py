@@ -8,7 +8,6 @@ the probe result into one log line and a go / no-go decision.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import stat
 import sysconfig
@@ -41,7 +40,7 @@ def set_dumpable(dumpable: bool) -> bool:
         True if the call succeeded.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # this process: libc is in it
         return int(libc.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
