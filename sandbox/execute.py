@@ -769,8 +769,12 @@ def _payload_error(size: int, limit: int) -> dict[str, Any]:
 
 
 def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None = None,
-          warm_up: bool = True) -> None:
+          warm_up: bool = True) -> Any:
     """Prepare, read one task from ``sock``, run it and send its outcome.
+
+    Returns the task's items and result, for the caller to hold until ``os._exit``:
+    freed one object at a time on the way out, 10,000 items cost the worker ~5 ms
+    of CPU beside the runner's, for memory the exit returns anyway.
 
     ``prepared`` is the zygote's (shared by every fork); without one it is built here.
     ``warm_up=False`` (the runner is busy) skips the warm-up run.
@@ -817,6 +821,7 @@ def serve(sock: socket.socket, limits: dict[str, Any], prepared: Prepared | None
                                      "error": _payload_error(len(body), max_payload)}))
         return
     channel.send_result(body)
+    return task, value
 
 
 def worker_main(sock: socket.socket, limits: dict[str, Any],
@@ -831,7 +836,7 @@ def worker_main(sock: socket.socket, limits: dict[str, Any],
     """
     status = 0
     try:
-        serve(sock, limits, prepared, warm_up)
+        kept = serve(sock, limits, prepared, warm_up)  # noqa: F841 (freed by the exit)
     except MemoryError:
         _memory_exit()
     except BaseException as exc:
