@@ -154,7 +154,10 @@ class RunnerProcess:
         the process start time, so a recycled pid is never hit).
         """
         self.tree()
-        known = [psutil.Process(pid) for pid in self.descendants if psutil.pid_exists(pid)]
+        known = []
+        for pid in self.descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):  # exited since: nothing to stop
+                known.append(psutil.Process(pid))
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
