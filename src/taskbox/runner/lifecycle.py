@@ -35,7 +35,7 @@ from taskbox.runner.shutdown import (
     Shutdown,
     capture_signals,
 )
-from taskbox.runner.websocket import InvalidStatus, connect, connect_options
+from taskbox.runner.websocket import InvalidStatus, connect, is_loopback
 
 __all__ = ["EXIT_AUTH", "EXIT_ERROR", "EXIT_OK", "Runner"]
 
@@ -218,7 +218,7 @@ class Runner:
                 url, additional_headers={"Authorization": f"Bearer {token}"},
                 max_size=self.config.max_payload, open_timeout=OPEN_TIMEOUT,
                 close_timeout=CLOSE_TIMEOUT, ping_interval=None, compression=None,
-                **connect_options(url))
+                proxy=None if is_loopback(url) else True)
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):

@@ -1,10 +1,9 @@
 """The websocket client library, imported without two stdlib packages it loads for nothing.
 
 ``websockets`` imports ``importlib.metadata`` at load (only its development builds
-read it) and ``urllib.request`` for proxy lookup (used only when connecting through
-a proxy, never for a loopback broker: ``connect_options``). Together they are
-54 modules, ~3.8 MB of the runner's private memory at rest and ~10 ms of its cold
-start. Both are stand-ins here until first used: the import statements bind them,
+read it) and ``urllib.request`` for proxy lookup (never done for a loopback broker:
+``is_loopback``). Together they are 54 modules, ~2 MiB of the runner's PSS at rest
+and ~7 % of its cold start (bench/PROFILE.md, session 4). Both are stand-ins here until first used: the import statements bind them,
 and the first attribute read loads the real module, so a user of either (a
 grant-token POST, a proxy) gets it.
 The only module that imports ``websockets`` in the runner.
@@ -19,8 +18,7 @@ import types
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ConnectionClosed", "ConnectionClosedOK", "InvalidStatus", "connect",
-           "connect_options", "is_loopback"]
+__all__ = ["ConnectionClosed", "ConnectionClosedOK", "InvalidStatus", "connect", "is_loopback"]
 
 
 class _Deferred(types.ModuleType):
@@ -72,7 +70,3 @@ def is_loopback(url: str) -> bool:
     except ValueError:
         return False
 
-
-def connect_options(url: str) -> dict[str, Any]:
-    """``connect`` keywords for ``url``: no proxy lookup for a loopback broker."""
-    return {"proxy": None} if is_loopback(url) else {}
